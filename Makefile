@@ -1,0 +1,34 @@
+# The two commands that matter: `make run` and `make test`. Everything else is for hand use.
+.PHONY: help run test bench lint fmt stack-up stack-down stack-status
+
+help:
+	@echo "make run           start the local stack and serve the order API on 127.0.0.1:8080"
+	@echo "make test          start the local stack and run every test suite"
+	@echo "make bench         release build + load test against the local stack (docs/performance.md)"
+	@echo "make lint          cargo fmt --check and clippy -D warnings, as CI runs them"
+	@echo "make stack-up|stack-down|stack-status   the local stack alone (scripts/stack.sh)"
+
+run:
+	scripts/run.sh
+
+test:
+	scripts/test.sh
+
+bench:
+	scripts/bench.sh $(ARGS)
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+stack-up:
+	scripts/stack.sh up
+
+stack-down:
+	scripts/stack.sh down
+
+stack-status:
+	scripts/stack.sh status

@@ -1,0 +1,282 @@
+//! `order-service bench`: load against a running service, compared with the same create
+//! transaction run directly through sqlx, so the HTTP layer's cost shows as a ratio.
+//!
+//! Figures are printed, never asserted: targets live in `docs/performance.md`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::config::DatabaseConfig;
+use crate::db;
+use crate::domain::{IdempotencyKey, NewOrder, RequestFingerprint};
+use crate::http::extract::from_json_value;
+use crate::http::orders::CreateOrderRequest;
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchConfig {
+    /// Base URL of the running service.
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_BENCH_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// Concurrent clients in each phase.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// How long each phase runs.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// The service's database, for the direct-SQL phase.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+}
+
+/// Latencies and counts of one phase.
+struct PhaseResult {
+    name: &'static str,
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+}
+
+impl PhaseResult {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn print(&self) {
+        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{:<16} {:>9} {:>7} {:>10.1} {:>8.2} {:>8.2} {:>8.2}",
+            self.name,
+            self.ok,
+            self.errors,
+            self.rate(),
+            ms(0.50),
+            ms(0.95),
+            ms(0.99)
+        );
+    }
+}
+
+/// The order every client creates: two lines, as in the API example.
+fn order_body(client: usize, n: u64) -> serde_json::Value {
+    json!({
+        "customer_id": format!("bench-{client}"),
+        "currency": "EUR",
+        "items": [
+            {"sku": "SKU-1", "name": "Widget", "quantity": 2, "unit_price_minor": 1250},
+            {"sku": "SKU-2", "name": "Gadget", "quantity": 1, "unit_price_minor": 990 + n % 7}
+        ],
+        "shipping_address": {"name": "Ada L.", "line1": "1 Main St", "city": "Berlin",
+                             "postal_code": "10115", "country": "DE"},
+        "shipping_minor": 490,
+        "payment": {"method": "card"}
+    })
+}
+
+pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
+    let base = config.url.trim_end_matches('/').to_owned();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(config.clients)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    http.get(format!("{base}/readyz"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .with_context(|| format!("the service at {base} is not ready"))?;
+    let pool = db::pool(
+        config.database.database_url.clone(),
+        config.clients as u32,
+        Duration::from_secs(10),
+    );
+
+    println!(
+        "bench: {} clients, {:?} per phase, service {base}",
+        config.clients, config.duration
+    );
+    println!(
+        "{:<16} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8}",
+        "phase", "ok", "errors", "per_sec", "p50_ms", "p95_ms", "p99_ms"
+    );
+
+    let (create, created) = http_creates(&http, &base, &config).await;
+    create.print();
+    let status = http_status_changes(&http, &base, &config, created).await;
+    status.print();
+    let raw = sql_creates(&pool, &config).await?;
+    raw.print();
+    println!(
+        "ratio service/raw (create throughput): {:.2}",
+        create.rate() / raw.rate()
+    );
+    pool.close().await;
+    Ok(())
+}
+
+/// Runs `clients` copies of `step` until the phase ends; each step returns its outcome.
+async fn phase<S, F, T>(
+    name: &'static str,
+    clients: usize,
+    duration: Duration,
+    step: S,
+) -> (PhaseResult, Vec<T>)
+where
+    S: Fn(usize, u64) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Option<T>, anyhow::Error>> + Send,
+    T: Send + 'static,
+{
+    let step = Arc::new(step);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let step = step.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latency =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let (mut ok, mut errors, mut outputs, mut n) = (0u64, 0u64, Vec::new(), 0u64);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match step(client, n).await {
+                    Ok(output) => {
+                        ok += 1;
+                        outputs.extend(output);
+                        let _ = latency.record(t.elapsed().as_micros() as u64);
+                    }
+                    Err(_) => errors += 1,
+                }
+                n += 1;
+            }
+            (ok, errors, latency, outputs)
+        }));
+    }
+    let mut result = PhaseResult {
+        name,
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+    };
+    let mut outputs = Vec::new();
+    for task in futures::future::join_all(tasks).await {
+        let Ok((ok, errors, latency, out)) = task else {
+            continue;
+        };
+        result.ok += ok;
+        result.errors += errors;
+        let _ = result.latency_us.add(latency);
+        outputs.extend(out);
+    }
+    result.elapsed = started.elapsed();
+    (result, outputs)
+}
+
+async fn http_creates(
+    http: &reqwest::Client,
+    base: &str,
+    config: &BenchConfig,
+) -> (PhaseResult, Vec<(usize, Uuid)>) {
+    let http = http.clone();
+    let url = format!("{base}/v1/orders");
+    phase(
+        "http create",
+        config.clients,
+        config.duration,
+        move |client, n| {
+            let request = http
+                .post(&url)
+                .header("idempotency-key", Uuid::new_v4().to_string())
+                .json(&order_body(client, n));
+            async move {
+                let response = request.send().await?.error_for_status()?;
+                let order: serde_json::Value = response.json().await?;
+                let id = order["id"].as_str().context("no id")?.parse()?;
+                Ok(Some((client, id)))
+            }
+        },
+    )
+    .await
+}
+
+/// Each client walks its own orders through the lifecycle, one transition per request.
+async fn http_status_changes(
+    http: &reqwest::Client,
+    base: &str,
+    config: &BenchConfig,
+    created: Vec<(usize, Uuid)>,
+) -> PhaseResult {
+    const LIFECYCLE: [&str; 4] = ["CONFIRMED", "PROCESSING", "SHIPPED", "DELIVERED"];
+    let mut per_client = vec![Vec::new(); config.clients];
+    for (client, id) in created {
+        per_client[client].push(id);
+    }
+    let per_client = Arc::new(per_client);
+    let http = http.clone();
+    let base = base.to_owned();
+    let (result, _) = phase::<_, _, ()>(
+        "http status",
+        config.clients,
+        config.duration,
+        move |client, n| {
+            let orders = &per_client[client];
+            let steps = orders.len() as u64 * LIFECYCLE.len() as u64;
+            let request = (steps > 0 && n < steps).then(|| {
+                let id = orders[(n / LIFECYCLE.len() as u64) as usize];
+                let step = (n % LIFECYCLE.len() as u64) as usize;
+                http.post(format!("{base}/v1/orders/{id}/status"))
+                    .header("if-match", format!("\"{}\"", step + 1))
+                    .json(&json!({"status": LIFECYCLE[step], "reason": "bench"}))
+            });
+            async move {
+                let request = request.context("no orders left to move")?;
+                request.send().await?.error_for_status()?;
+                Ok(None)
+            }
+        },
+    )
+    .await;
+    result
+}
+
+/// The handler's create transaction, minus HTTP: claim the key, insert the order, commit.
+async fn sql_creates(pool: &sqlx::PgPool, config: &BenchConfig) -> anyhow::Result<PhaseResult> {
+    let orders: Vec<NewOrder> = (0..config.clients)
+        .map(|client| from_json_value::<CreateOrderRequest>(order_body(client, 0))?.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("bench order is invalid: {e}"))?;
+    let orders = Arc::new(orders);
+    let pool = pool.clone();
+    let (result, _) = phase::<_, _, ()>(
+        "sql create",
+        config.clients,
+        config.duration,
+        move |client, n| {
+            let pool = pool.clone();
+            let orders = orders.clone();
+            async move {
+                let body = order_body(client, n);
+                let key = IdempotencyKey::parse(&Uuid::new_v4().to_string())
+                    .map_err(anyhow::Error::msg)?;
+                let fingerprint = RequestFingerprint::of_json(&body);
+                let mut tx = pool.begin().await?;
+                let id = Uuid::now_v7();
+                anyhow::ensure!(db::idempotency::claim(&mut tx, &key, &fingerprint, id).await?);
+                db::orders::insert(&mut tx, id, &orders[client]).await?;
+                tx.commit().await?;
+                Ok(None)
+            }
+        },
+    )
+    .await;
+    Ok(result)
+}

@@ -1,0 +1,289 @@
+//! `ApiError`: every way a request can fail, rendered as RFC 9457 `application/problem+json`.
+//!
+//! Each variant has a stable `type` URI clients can match on. Server-side failures never
+//! put internals in the body; the full error goes to the log through [`ErrorReport`].
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::{FieldError, InvalidTransition, OrderStatus};
+
+/// Prefix of every problem `type`.
+pub const PROBLEM_BASE: &str = "https://orders.dev/problems/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body has invalid fields")]
+    Validation(Vec<FieldError>),
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the query string is not valid: {0}")]
+    InvalidQuery(String),
+    #[error("the path is not valid: {0}")]
+    InvalidPath(String),
+    #[error("the {header} header is not valid: {message}")]
+    InvalidHeader {
+        header: &'static str,
+        message: String,
+    },
+    #[error("this request needs an Idempotency-Key header so that it can be retried safely")]
+    IdempotencyKeyRequired,
+    #[error("this Idempotency-Key was already used with a different request body")]
+    IdempotencyKeyReused,
+    #[error("order {0} does not exist")]
+    OrderNotFound(Uuid),
+    #[error("no route matches this path")]
+    RouteNotFound,
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    InvalidTransition(#[from] InvalidTransition),
+    #[error(
+        "the order has changed: it is at version {current}, the If-Match header names another"
+    )]
+    VersionMismatch { current: i64 },
+    #[error("this request needs an If-Match header with the order's ETag (its version)")]
+    IfMatchRequired,
+    #[error("the request took longer than {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("the database is not reachable")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::DatabaseUnavailable(error)
+            }
+            other => Self::Database(other),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::InvalidPath(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::InvalidQuery(rejection.body_text())
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// Stable URI naming the kind of problem, e.g. `https://orders.dev/problems/validation-failed`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// Per-field errors of a `validation-failed` problem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+    /// The order's status, for `invalid-status-transition`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_status: Option<OrderStatus>,
+    /// The statuses the order may move to, for `invalid-status-transition`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_next: Option<Vec<OrderStatus>>,
+    /// The order's version, for `version-mismatch`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<i64>,
+}
+
+/// The full error chain of a server-side failure, attached to the response for the request
+/// log (see `http::middleware`); never part of the body.
+#[derive(Debug, Clone)]
+pub struct ErrorReport(pub String);
+
+impl ApiError {
+    /// `(status, type slug, title)`: the stable identity of each problem.
+    fn kind(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            Self::Validation(_) => (
+                S::UNPROCESSABLE_ENTITY,
+                "validation-failed",
+                "Invalid request body",
+            ),
+            Self::MalformedJson(_) => (S::BAD_REQUEST, "malformed-json", "Malformed JSON"),
+            Self::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Self::PayloadTooLarge(_) => (
+                S::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            ),
+            Self::InvalidQuery(_) => (S::BAD_REQUEST, "invalid-query", "Invalid query parameters"),
+            Self::InvalidPath(_) => (S::BAD_REQUEST, "invalid-path", "Invalid path parameter"),
+            Self::InvalidHeader { .. } => (S::BAD_REQUEST, "invalid-header", "Invalid header"),
+            Self::IdempotencyKeyRequired => (
+                S::BAD_REQUEST,
+                "idempotency-key-required",
+                "Idempotency-Key required",
+            ),
+            Self::IdempotencyKeyReused => (
+                S::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
+            ),
+            Self::OrderNotFound(_) => (S::NOT_FOUND, "order-not-found", "Order not found"),
+            Self::RouteNotFound => (S::NOT_FOUND, "not-found", "Not found"),
+            Self::MethodNotAllowed => (
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            Self::InvalidTransition(_) => (
+                S::CONFLICT,
+                "invalid-status-transition",
+                "Status change not allowed",
+            ),
+            Self::VersionMismatch { .. } => (
+                S::PRECONDITION_FAILED,
+                "version-mismatch",
+                "Order was changed",
+            ),
+            Self::IfMatchRequired => (
+                S::PRECONDITION_REQUIRED,
+                "if-match-required",
+                "If-Match required",
+            ),
+            Self::Timeout(_) => (S::SERVICE_UNAVAILABLE, "timeout", "Request timed out"),
+            Self::DatabaseUnavailable(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                "Service unavailable",
+            ),
+            Self::Database(_) | Self::Internal(_) => {
+                (S::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+            }
+        }
+    }
+
+    fn problem(&self) -> Problem {
+        let (status, slug, title) = self.kind();
+        let mut problem = Problem {
+            type_: format!("{PROBLEM_BASE}{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors: None,
+            current_status: None,
+            allowed_next: None,
+            current_version: None,
+        };
+        match self {
+            Self::Validation(errors) => problem.errors = Some(errors.clone()),
+            Self::InvalidTransition(refusal) => {
+                problem.current_status = Some(refusal.from);
+                problem.allowed_next = Some(refusal.allowed.to_vec());
+            }
+            Self::VersionMismatch { current } => problem.current_version = Some(*current),
+            _ => {}
+        }
+        problem
+    }
+}
+
+/// The whole `source()` chain on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        let status =
+            StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status.is_server_error() {
+            response
+                .extensions_mut()
+                .insert(ErrorReport(error_chain(&self)));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_types_are_distinct_per_variant() {
+        let errors = [
+            ApiError::Validation(vec![]),
+            ApiError::MalformedJson(String::new()),
+            ApiError::UnsupportedMediaType,
+            ApiError::PayloadTooLarge(1),
+            ApiError::InvalidQuery(String::new()),
+            ApiError::InvalidPath(String::new()),
+            ApiError::InvalidHeader {
+                header: "x",
+                message: String::new(),
+            },
+            ApiError::IdempotencyKeyRequired,
+            ApiError::IdempotencyKeyReused,
+            ApiError::OrderNotFound(Uuid::nil()),
+            ApiError::RouteNotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::VersionMismatch { current: 1 },
+            ApiError::IfMatchRequired,
+            ApiError::Timeout(std::time::Duration::from_secs(1)),
+            ApiError::Internal(anyhow::anyhow!("x")),
+        ];
+        let mut types: Vec<_> = errors.iter().map(|e| e.problem().type_).collect();
+        types.sort();
+        types.dedup();
+        assert_eq!(types.len(), errors.len());
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_into_the_body() {
+        let error = ApiError::Internal(anyhow::anyhow!("password=hunter2 in connection string"));
+        let problem = error.problem();
+        assert_eq!(problem.status, 500);
+        assert!(!problem.detail.contains("hunter2"));
+        let response = error.into_response();
+        let report = response.extensions().get::<ErrorReport>().unwrap();
+        assert!(report.0.contains("hunter2"), "the log still gets the cause");
+    }
+}

@@ -1,0 +1,131 @@
+//! Probes: `/livez` (the process answers) and `/readyz` (it can serve orders).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::db;
+
+/// How long a readiness probe waits for the database before calling it unreachable.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+}
+
+/// The result of one readiness check.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Check {
+    /// `ok` or `failed`.
+    pub status: &'static str,
+    /// Why, when not ok; details otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    pub checks: BTreeMap<&'static str, Check>,
+}
+
+/// Liveness: the process is up and its runtime answers.
+#[utoipa::path(get, path = "/livez", tag = "health", responses((status = 200, description = "Alive")))]
+pub(crate) async fn livez() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: PostgreSQL answers, and its schema is at (or, during a rolling upgrade, past)
+/// the newest migration embedded in this binary.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let expected = db::schema::expected_version();
+    let observed = tokio::time::timeout(CHECK_TIMEOUT, async {
+        let mut conn = state.pool.acquire().await?;
+        db::schema::applied_version(&mut conn).await
+    })
+    .await;
+
+    let mut checks = BTreeMap::new();
+    let (postgres, schema) = match observed {
+        Err(_) => (
+            failed(format!("no answer within {CHECK_TIMEOUT:?}")),
+            skipped(),
+        ),
+        Ok(Err(error)) => (failed(crate::http::error::error_chain(&error)), skipped()),
+        Ok(Ok(applied)) => (ok(None), schema_check(applied, expected)),
+    };
+    checks.insert("postgres", postgres);
+    checks.insert("schema", schema);
+
+    let ready = checks.values().all(|c| c.status == "ok");
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        checks,
+    };
+    (status, Json(body))
+}
+
+/// Migrations are written to be backward compatible (expand, then contract in a later
+/// release), so a schema newer than this binary is fine: old pods keep serving during a
+/// rollout. An older one is not: this binary's queries would fail.
+fn schema_check(applied: Option<i64>, expected: i64) -> Check {
+    match applied {
+        None => failed(format!("no migrations applied; run `order-service migrate` (expected version {expected})")),
+        Some(applied) if applied < expected => failed(format!(
+            "schema at migration {applied}, this build needs {expected}; run `order-service migrate`"
+        )),
+        Some(applied) => ok(Some(format!("migration {applied} (build expects {expected})"))),
+    }
+}
+
+fn ok(detail: Option<String>) -> Check {
+    Check {
+        status: "ok",
+        detail,
+    }
+}
+
+fn failed(reason: String) -> Check {
+    Check {
+        status: "failed",
+        detail: Some(reason),
+    }
+}
+
+fn skipped() -> Check {
+    failed("not checked: PostgreSQL is unreachable".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_behind_the_build_is_not_ready() {
+        assert_eq!(schema_check(None, 3).status, "failed");
+        assert_eq!(schema_check(Some(2), 3).status, "failed");
+        assert_eq!(schema_check(Some(3), 3).status, "ok");
+        assert_eq!(
+            schema_check(Some(4), 3).status,
+            "ok",
+            "newer schema during a rollout"
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! The HTTP API: the router, shared state and the middleware stack.
+
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod openapi;
+pub mod orders;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use sqlx::PgPool;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use self::error::{ApiError, ErrorReport};
+use self::extract::BodyLimit;
+use self::metrics::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// The whole application: API, probes, metrics and docs, with the middleware stack.
+pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
+    Router::new()
+        .merge(orders::router())
+        .merge(health::router())
+        .merge(openapi::router())
+        .route("/metrics", get(metrics::scrape))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
+        .layer(Extension(BodyLimit(limits.body_limit_bytes)))
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            enforce_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request| {
+                            let id = request
+                                .headers()
+                                .get("x-request-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            tracing::info_span!(
+                                "request",
+                                method = %request.method(),
+                                path = %request.uri().path(),
+                                request_id = %id,
+                            )
+                        })
+                        .on_request(())
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(middleware::from_fn(log_server_errors))
+                .layer(CatchPanicLayer::custom(|_| {
+                    ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+                })),
+        )
+        .with_state(state)
+}
+
+/// Logs the cause of every 5xx inside the request's span (so with its request id). The
+/// error type attaches the cause; conversions never log.
+async fn log_server_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(ErrorReport(cause)) = response.extensions().get::<ErrorReport>() {
+        tracing::error!(status = response.status().as_u16(), error = %cause, "request failed");
+    }
+    response
+}
+
+/// Bounds every request. Hand-written rather than `tower_http::timeout` so that the answer
+/// is a problem+json body like every other error.
+async fn enforce_timeout(
+    State(timeout): State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(timeout).into_response(),
+    }
+}

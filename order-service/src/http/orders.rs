@@ -1,0 +1,439 @@
+//! `/v1/orders`: create, read, list, change status, cancel.
+//!
+//! Handlers follow one shape: extract → parse → one transaction → respond.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ApiError, Problem};
+use super::extract::{
+    etag, from_json_value, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, IfMatch,
+};
+use super::AppState;
+use crate::db::{self, orders::OrderFilter};
+use crate::domain::{
+    self, Address, Currency, Cursor, FieldErrors, NewItem, NewOrder, NewOrderParts, Order,
+    OrderStatus, OrderSummary, PaymentMethod, RequestFingerprint, MAX_ITEMS,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/orders", post(create_order).get(list_orders))
+        .route("/v1/orders/{id}", get(get_order))
+        .route("/v1/orders/{id}/status", post(change_status))
+        .route("/v1/orders/{id}/cancel", post(cancel_order))
+}
+
+/// Most lists are short; clients page with the cursor.
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+const MAX_REASON_CHARS: usize = 500;
+
+/// The body of `POST /v1/orders`. Totals are not accepted: the server computes them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateOrderRequest {
+    #[schema(example = "c-42")]
+    customer_id: String,
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
+    currency: String,
+    items: Vec<CreateItem>,
+    shipping_address: Address,
+    /// Defaults to the shipping address.
+    #[serde(default)]
+    billing_address: Option<Address>,
+    #[serde(default)]
+    shipping_minor: i64,
+    #[serde(default)]
+    tax_minor: i64,
+    payment: CreatePayment,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateItem {
+    #[schema(example = "SKU-1")]
+    sku: String,
+    #[schema(example = "Widget")]
+    name: String,
+    /// 1 to 1,000,000.
+    #[schema(example = 2)]
+    quantity: i64,
+    /// Minor units of the order currency, ≥ 0.
+    #[schema(example = 1250)]
+    unit_price_minor: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreatePayment {
+    method: PaymentMethod,
+}
+
+impl CreateOrderRequest {
+    /// Validates every field and computes totals; reports all invalid fields at once.
+    pub(crate) fn parse(self) -> Result<NewOrder, ApiError> {
+        let mut errors = FieldErrors::default();
+        let customer_id = errors.check("customer_id", domain::customer_id(&self.customer_id));
+        let currency = errors.check("currency", Currency::parse(&self.currency));
+        if self.items.is_empty() || self.items.len() > MAX_ITEMS {
+            errors.push("items", format!("must hold 1 to {MAX_ITEMS} items"));
+        }
+        let items: Vec<Option<NewItem>> = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                NewItem::parse(
+                    &item.sku,
+                    &item.name,
+                    item.quantity,
+                    item.unit_price_minor,
+                    &format!("items[{i}]"),
+                    &mut errors,
+                )
+            })
+            .collect();
+        let shipping_address = self.shipping_address.parse("shipping_address", &mut errors);
+        let billing_address = match self.billing_address {
+            Some(address) => address.parse("billing_address", &mut errors).map(Some),
+            None => Some(None),
+        };
+        let shipping_minor =
+            errors.check("shipping_minor", domain::non_negative(self.shipping_minor));
+        let tax_minor = errors.check("tax_minor", domain::non_negative(self.tax_minor));
+
+        let parts = (|| {
+            Some(NewOrderParts {
+                customer_id: customer_id?,
+                currency: currency?,
+                items: items.into_iter().collect::<Option<Vec<_>>>()?,
+                shipping_address: shipping_address?,
+                billing_address: billing_address?,
+                payment_method: self.payment.method,
+                shipping_minor: shipping_minor?,
+                tax_minor: tax_minor?,
+            })
+        })();
+        let order = match parts {
+            Some(parts) if errors.is_empty() => NewOrder::assemble(parts, &mut errors),
+            _ => None,
+        };
+        match order {
+            Some(order) if errors.is_empty() => Ok(order),
+            _ => Err(ApiError::Validation(errors.into_vec())),
+        }
+    }
+}
+
+/// An order with its `ETag` (and `Location` when created).
+struct OrderResponse {
+    status: StatusCode,
+    order: Order,
+    replayed: bool,
+}
+
+impl IntoResponse for OrderResponse {
+    fn into_response(self) -> Response {
+        let mut headers = HeaderMap::new();
+        if let Ok(tag) = HeaderValue::from_str(&etag(self.order.version)) {
+            headers.insert(header::ETAG, tag);
+        }
+        if self.status == StatusCode::CREATED {
+            if let Ok(location) = HeaderValue::from_str(&format!("/v1/orders/{}", self.order.id)) {
+                headers.insert(header::LOCATION, location);
+            }
+        }
+        if self.replayed {
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        (self.status, headers, Json(self.order)).into_response()
+    }
+}
+
+/// Create an order.
+///
+/// Requires `Idempotency-Key`: a retry with the same key and body returns the original order
+/// (with `Idempotent-Replayed: true`) and creates nothing; the same key with another body is
+/// refused.
+#[utoipa::path(
+    post, path = "/v1/orders", tag = "orders",
+    request_body = CreateOrderRequest,
+    params(("Idempotency-Key" = String, Header, description = "Client-chosen key, 1-255 visible ASCII characters")),
+    responses(
+        (status = 201, description = "Created (or replayed)", body = Order,
+         headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn create_order(
+    State(state): State<AppState>,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let fingerprint = RequestFingerprint::of_json(&body);
+    let new_order = from_json_value::<CreateOrderRequest>(body)?.parse()?;
+
+    let order_id = Uuid::now_v7();
+    let mut tx = state.pool.begin().await?;
+    if db::idempotency::claim(&mut tx, &key, &fingerprint, order_id).await? {
+        let order = db::orders::insert(&mut tx, order_id, &new_order).await?;
+        tx.commit().await?;
+        tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order created");
+        return Ok(OrderResponse {
+            status: StatusCode::CREATED,
+            order,
+            replayed: false,
+        }
+        .into_response());
+    }
+    tx.rollback().await?;
+
+    // The key was used before: replay the order it created, if this is the same request.
+    let mut conn = state.pool.acquire().await?;
+    let stored = db::idempotency::find(&mut conn, &key)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("idempotency key vanished after a conflict"))
+        })?;
+    if stored.fingerprint != fingerprint {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    let order = db::orders::get(&mut conn, stored.order_id)
+        .await?
+        .ok_or(ApiError::OrderNotFound(stored.order_id))?;
+    Ok(OrderResponse {
+        status: StatusCode::CREATED,
+        order,
+        replayed: true,
+    }
+    .into_response())
+}
+
+/// Get an order.
+#[utoipa::path(
+    get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, body = Order, headers(("ETag" = String, description = "The order's version"))),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn get_order(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let order = db::orders::get(&mut conn, id)
+        .await?
+        .ok_or(ApiError::OrderNotFound(id))?;
+    Ok(OrderResponse {
+        status: StatusCode::OK,
+        order,
+        replayed: false,
+    }
+    .into_response())
+}
+
+/// Query parameters of the order list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    customer_id: Option<String>,
+    status: Option<OrderStatus>,
+    /// Inclusive lower bound on creation time (RFC 3339).
+    created_after: Option<DateTime<Utc>>,
+    /// Exclusive upper bound on creation time (RFC 3339).
+    created_before: Option<DateTime<Utc>>,
+    /// Page size, 1 to 100 (default 20).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// One page of orders, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OrderPage {
+    items: Vec<OrderSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// List orders, newest first, with keyset pagination.
+#[utoipa::path(
+    get, path = "/v1/orders", tag = "orders",
+    params(ListQuery),
+    responses(
+        (status = 200, body = OrderPage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn list_orders(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let after = query
+        .cursor
+        .as_deref()
+        .map(Cursor::decode)
+        .transpose()
+        .map_err(|e| ApiError::InvalidQuery(e.to_string()))?;
+    let filter = OrderFilter {
+        customer_id: query.customer_id,
+        status: query.status,
+        created_after: query.created_after,
+        created_before: query.created_before,
+    };
+    let mut conn = state.pool.acquire().await?;
+    // One extra row tells whether there is a next page without a count query.
+    let mut items = db::orders::list(&mut conn, &filter, after, i64::from(limit) + 1).await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|last| {
+            Cursor {
+                created_at: last.created_at,
+                id: last.id,
+            }
+            .encode()
+        })
+    } else {
+        None
+    };
+    Ok(Json(OrderPage { items, next_cursor }))
+}
+
+/// The body of a status change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatusChangeRequest {
+    status: OrderStatus,
+    /// Why, for people reading the order later; up to 500 characters.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// The body of a cancellation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CancelRequest {
+    /// Why the order is cancelled; required, up to 500 characters.
+    reason: String,
+}
+
+/// Change an order's status.
+///
+/// Requires `If-Match` with the order's ETag. Transitions: PENDING → CONFIRMED → PROCESSING →
+/// SHIPPED → DELIVERED, and PENDING/CONFIRMED/PROCESSING → CANCELLED.
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/status", tag = "orders",
+    request_body = StatusChangeRequest,
+    params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "The order's ETag")),
+    responses(
+        (status = 200, body = Order),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Transition not allowed; `allowed_next` lists what is", body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 428, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn change_status(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    if_match: IfMatch,
+    ApiJson(body): ApiJson<StatusChangeRequest>,
+) -> Result<Response, ApiError> {
+    if_match.require()?;
+    let reason = parse_reason(body.reason.as_deref(), false)?;
+    transition(&state, id, &if_match, body.status, reason.as_deref()).await
+}
+
+/// Cancel an order (PENDING, CONFIRMED or PROCESSING). `If-Match` is optional here.
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/cancel", tag = "orders",
+    request_body = CancelRequest,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The order's ETag")),
+    responses(
+        (status = 200, body = Order),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn cancel_order(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    if_match: IfMatch,
+    ApiJson(body): ApiJson<CancelRequest>,
+) -> Result<Response, ApiError> {
+    let reason = parse_reason(Some(&body.reason), true)?;
+    transition(
+        &state,
+        id,
+        &if_match,
+        OrderStatus::Cancelled,
+        reason.as_deref(),
+    )
+    .await
+}
+
+fn parse_reason(reason: Option<&str>, required: bool) -> Result<Option<String>, ApiError> {
+    let mut errors = FieldErrors::default();
+    let reason = errors
+        .check("reason", domain::optional_text(reason, MAX_REASON_CHARS))
+        .flatten();
+    if required && reason.is_none() && errors.is_empty() {
+        errors.push("reason", "must not be empty");
+    }
+    if errors.is_empty() {
+        Ok(reason)
+    } else {
+        Err(ApiError::Validation(errors.into_vec()))
+    }
+}
+
+/// Locks the order, checks the precondition and the status machine, and writes the change.
+async fn transition(
+    state: &AppState,
+    id: Uuid,
+    if_match: &IfMatch,
+    to: OrderStatus,
+    reason: Option<&str>,
+) -> Result<Response, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let current = db::orders::lock(&mut tx, id)
+        .await?
+        .ok_or(ApiError::OrderNotFound(id))?;
+    if_match.check(current.version)?;
+    let next = current.status.transition(to)?;
+    db::orders::set_status(&mut tx, id, next, reason).await?;
+    let order = db::orders::get(&mut tx, id)
+        .await?
+        .ok_or(ApiError::OrderNotFound(id))?;
+    tx.commit().await?;
+    tracing::info!(order_id = %id, from = %current.status, to = %next, "order status changed");
+    Ok(OrderResponse {
+        status: StatusCode::OK,
+        order,
+        replayed: false,
+    }
+    .into_response())
+}

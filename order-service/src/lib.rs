@@ -1,0 +1,9 @@
+//! The order service as a library: `main.rs` wires it, tests and the benchmark drive it.
+
+pub mod bench;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,27 @@
+//! `order-service`: wiring only; see `config.rs` for the flags.
+
+use clap::Parser;
+use order_service::config::{Cli, Command};
+use order_service::{bench, db, startup, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(&cli.log)?;
+    match cli.command {
+        Command::Serve(config) => {
+            let app = startup::Application::build(&config).await?;
+            tracing::info!(addr = %app.local_addr()?, "serving");
+            app.run_until(startup::shutdown_signal()).await
+        }
+        Command::Migrate(config) => {
+            let pool = db::pool(config.database_url, 1, config.db_acquire_timeout);
+            let version = startup::migrate(&pool).await?;
+            tracing::info!(version, "migrations applied");
+            println!("schema at migration {version}");
+            pool.close().await;
+            Ok(())
+        }
+        Command::Bench(config) => bench::run(config).await,
+    }
+}

@@ -1,0 +1,157 @@
+//! Shutdown and timeouts. A request is held in flight by locking its order row from the test.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+use crate::helpers::{
+    base_options, problem, problem_type, sample_order, spawn_app_with, wait_until, Options, TestApp,
+};
+
+/// Opens a transaction holding the order's row lock, so a status change on it blocks.
+async fn lock_order(app: &TestApp, id: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = app.pool.begin().await.expect("test fixture");
+    sqlx::query("SELECT 1 FROM orders WHERE id = $1::uuid FOR UPDATE")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .expect("test fixture");
+    tx
+}
+
+/// Waits until PostgreSQL shows a backend waiting on a lock.
+async fn wait_for_blocked_request(app: &TestApp) {
+    let pool = app.pool.clone();
+    wait_until(Duration::from_secs(10), "the request to block on the row lock", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("test fixture")
+                > 0
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests_and_refuses_new_ones() {
+    let mut app = spawn_app_with(Options::default()).await;
+    let order = app.create_order(&sample_order()).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+
+    let lock = lock_order(&app, &id).await;
+    let in_flight = tokio::spawn({
+        let request = app
+            .client
+            .post(app.url(&format!("/v1/orders/{id}/status")))
+            .header("if-match", "\"1\"")
+            .json(&json!({"status": "CONFIRMED"}));
+        async move { request.send().await }
+    });
+    wait_for_blocked_request(&app).await;
+
+    app.signal_shutdown();
+    // New connections are refused once the listener is closed.
+    let fresh = reqwest::Client::new();
+    let url = app.url("/livez");
+    wait_until(Duration::from_secs(5), "the listener to close", || {
+        let request = fresh.get(&url).send();
+        async move { request.await.is_err() }
+    })
+    .await;
+
+    lock.commit().await.unwrap();
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!(response.status(), StatusCode::OK);
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["status"], "CONFIRMED");
+    app.stop().await.expect("clean stop");
+    assert!(app.pool.is_closed(), "pool closed on shutdown");
+}
+
+#[tokio::test]
+async fn shutdown_gives_up_on_requests_that_outlive_the_drain_bound() {
+    let mut app = spawn_app_with(Options {
+        shutdown_timeout: Duration::from_millis(500),
+        ..Options::default()
+    })
+    .await;
+    let order = app.create_order(&sample_order()).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    // Hold the lock from a separate connection, outside the app's pool that shutdown closes.
+    let mut holder =
+        sqlx::PgConnection::connect_with(&base_options().database(&current_db(&app).await))
+            .await
+            .unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM orders WHERE id = $1::uuid FOR UPDATE")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+
+    let _stuck = tokio::spawn({
+        let request = app
+            .client
+            .post(app.url(&format!("/v1/orders/{id}/status")))
+            .header("if-match", "\"1\"")
+            .json(&json!({"status": "CONFIRMED"}));
+        async move { request.send().await }
+    });
+    wait_for_blocked_request(&app).await;
+
+    let started = Instant::now();
+    app.signal_shutdown();
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("shutdown is bounded")
+        .expect("clean stop");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "waited for the drain bound"
+    );
+    tx.rollback().await.unwrap();
+}
+
+async fn current_db(app: &TestApp) -> String {
+    sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .expect("test fixture")
+}
+
+#[tokio::test]
+async fn a_request_over_the_timeout_is_a_503_problem() {
+    let app = spawn_app_with(Options {
+        request_timeout: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
+    let order = app.create_order(&sample_order()).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let lock = lock_order(&app, &id).await;
+    let response = app
+        .change_status(&id, Some("\"1\""), &json!({"status": "CONFIRMED"}))
+        .await;
+    let body = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(problem_type(&body), "timeout");
+    lock.rollback().await.unwrap();
+
+    // The abandoned change was rolled back with its connection, not half-applied.
+    let stored: Value = app
+        .get(&format!("/v1/orders/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored["version"], 1);
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make bench`: a release build of the service on its own database, driven by
+# `order-service bench`. Extra arguments go to the bench (e.g. --clients 32 --duration 20s).
+set -euo pipefail
+. "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
+cd "$ROOT"
+
+ensure_rust
+with_stack
+
+say "building order-service (release)"
+cargo build --locked --release -p order-service
+bin="$ROOT/target/release/order-service"
+
+# A database of its own, new each run, so figures do not depend on earlier data.
+bench_db=orders_bench
+psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)"
+psql "$DATABASE_URL" -qc "CREATE DATABASE $bench_db"
+export DATABASE_URL="${DATABASE_URL%/*}/$bench_db"
+"$bin" migrate >/dev/null
+
+addr=${BENCH_ADDR:-127.0.0.1:18080}
+mkdir -p "$ROOT/target/bench"
+log="$ROOT/target/bench/service.log"
+ORDER_SERVICE_LOG=warn "$bin" serve --addr "$addr" 2>"$log" &
+service=$!
+on_exit 'kill -TERM "$service" 2>/dev/null && wait "$service"'
+
+say "waiting for the service on $addr (up to 10 s)"
+for _ in $(seq 1 100); do
+  curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
+  kill -0 "$service" 2>/dev/null || { cat "$log" >&2; exit 1; }
+  sleep 0.1
+done
+"$bin" bench --url "http://$addr" "$@"

@@ -1,0 +1,46 @@
+# shellcheck shell=bash
+# Sourced by the scripts in this folder: repo root, logging, toolchain checks, and bringing the
+# stack up for the length of one command (stopping only what that command started).
+
+ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# ensure_rust: cargo with rustfmt and clippy (rustup is on every machine of this kind).
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  command -v cargo >/dev/null 2>&1 || {
+    echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2
+    exit 1
+  }
+  if command -v rustup >/dev/null 2>&1; then
+    for component in rustfmt clippy; do
+      rustup component list --installed 2>/dev/null | grep -q "^$component" ||
+        rustup component add "$component" >&2
+    done
+  fi
+}
+
+# on_exit CMD: run CMD when the script exits, after every CMD registered later (LIFO).
+_cleanups=()
+on_exit() {
+  _cleanups+=("$1")
+  trap _run_cleanups EXIT
+}
+_run_cleanups() {
+  local i
+  for ((i = ${#_cleanups[@]} - 1; i >= 0; i--)); do eval "${_cleanups[i]}" || true; done
+}
+
+# with_stack: `scripts/stack.sh up` and export its environment. On exit, `down` runs only when
+# this call found the stack not (fully) running, so a stack a developer started stays up.
+with_stack() {
+  if ! "$ROOT/scripts/stack.sh" status >/dev/null 2>&1; then
+    on_exit '"$ROOT/scripts/stack.sh" down'
+  fi
+  "$ROOT/scripts/stack.sh" up
+  eval "$("$ROOT/scripts/stack.sh" env)"
+}
