@@ -10,7 +10,7 @@ with_stack
 
 say "building order-service (release)"
 cargo build --locked --release -p order-service
-bin="$ROOT/target/release/order-service"
+bin="$CARGO_TARGET_DIR/release/order-service"
 
 # A database of its own, new each run, so figures do not depend on earlier data.
 bench_db=orders_bench

@@ -4,6 +4,9 @@
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# Compiled code is cached outside the clone, so a fresh clone (CI's) reuses the dependencies
+# built before; cargo keys the artifacts by compiler and crate versions itself.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/order-platform/cargo-target}
 
 say() { printf '==> %s\n' "$*" >&2; }
 

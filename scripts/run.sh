@@ -10,7 +10,7 @@ with_stack
 
 say "building order-service"
 cargo build --locked -p order-service
-bin="$ROOT/target/debug/order-service"
+bin="$CARGO_TARGET_DIR/debug/order-service"
 
 say "applying migrations"
 "$bin" migrate
