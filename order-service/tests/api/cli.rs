@@ -38,11 +38,15 @@ fn command(args: &[&str], db: &PgConnectOptions) -> Command {
 }
 
 /// Reads JSON log lines until one satisfies `wanted`, with a timeout; returns all lines read.
-async fn read_until(lines: &mut Lines<BufReader<ChildStderr>>, wanted: impl Fn(&Value) -> bool) -> Vec<Value> {
+async fn read_until(
+    lines: &mut Lines<BufReader<ChildStderr>>,
+    wanted: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
     let mut seen = Vec::new();
     let read = async {
         while let Some(line) = lines.next_line().await.expect("read stderr") {
-            let value: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
+            let value: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|_| panic!("log line is not JSON: {line}"));
             let done = wanted(&value);
             seen.push(value);
             if done {
@@ -51,21 +55,36 @@ async fn read_until(lines: &mut Lines<BufReader<ChildStderr>>, wanted: impl Fn(&
         }
         panic!("the process closed stderr first");
     };
-    tokio::time::timeout(Duration::from_secs(30), read).await.expect("log line in time");
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("log line in time");
     seen
 }
 
 #[tokio::test]
 async fn migrate_then_serve_logs_json_with_request_ids_and_stops_on_sigterm() {
     let db = fresh_database().await;
-    let migrate = command(&["migrate"], &db).output().await.expect("run migrate");
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    let migrate = command(&["migrate"], &db)
+        .output()
+        .await
+        .expect("run migrate");
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
     assert!(String::from_utf8_lossy(&migrate.stdout).contains("schema at migration"));
 
-    let mut child = command(&["serve", "--addr", "127.0.0.1:0"], &db).spawn().expect("spawn serve");
+    let mut child = command(&["serve", "--addr", "127.0.0.1:0"], &db)
+        .spawn()
+        .expect("spawn serve");
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let startup = read_until(&mut lines, |l| l["message"] == "serving").await;
-    let addr = startup.last().and_then(|l| l["addr"].as_str()).expect("addr logged").to_owned();
+    let addr = startup
+        .last()
+        .and_then(|l| l["addr"].as_str())
+        .expect("addr logged")
+        .to_owned();
 
     let response = reqwest::Client::new()
         .post(format!("http://{addr}/v1/orders"))
@@ -86,38 +105,59 @@ async fn migrate_then_serve_logs_json_with_request_ids_and_stops_on_sigterm() {
         .iter()
         .find(|l| l["message"] == "order created")
         .expect("handler log line");
-    assert_eq!(created["span"]["request_id"], "cli-test-42", "handler logs carry the request id");
+    assert_eq!(
+        created["span"]["request_id"], "cli-test-42",
+        "handler logs carry the request id"
+    );
 
     let pid = child.id().expect("pid").to_string();
-    let kill = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(kill.success());
     read_until(&mut lines, |l| l["message"] == "stopped").await;
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits").expect("wait");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits")
+        .expect("wait");
     assert!(status.success(), "exit status {status}");
 }
 
 #[tokio::test]
 async fn bad_configuration_fails_with_a_message_and_non_zero_exit() {
     let db = fresh_database().await;
-    let output = command(&["serve", "--addr", "not-an-address"], &db).output().await.expect("run");
+    let output = command(&["serve", "--addr", "not-an-address"], &db)
+        .output()
+        .await
+        .expect("run");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--addr"));
 
     let output = command(&["migrate"], &db)
-        .env("DATABASE_URL", "postgres://u:hunter2@127.0.0.1:1/x?sslmode=bogus")
+        .env(
+            "DATABASE_URL",
+            "postgres://u:hunter2@127.0.0.1:1/x?sslmode=bogus",
+        )
         .output()
         .await
         .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not a PostgreSQL URL"), "{stderr}");
-    assert!(!stderr.contains("hunter2"), "no secret in the error: {stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "no secret in the error: {stderr}"
+    );
 }
 
 #[tokio::test]
 async fn help_documents_every_flag_with_its_environment_variable() {
     let db = fresh_database().await;
-    let output = command(&["serve", "--help"], &db).output().await.expect("run");
+    let output = command(&["serve", "--help"], &db)
+        .output()
+        .await
+        .expect("run");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
     for env in [
