@@ -12,6 +12,11 @@
 #
 # Services and their defaults (override with the environment):
 #   postgres  PostgreSQL 15 on 127.0.0.1:${STACK_PG_PORT:-55432}, database "orders", user postgres (trust)
+#   kafka     Apache Kafka (KRaft, one combined broker+controller; version pinned in tools/kafka/pom.xml,
+#             jars fetched with Maven into ~/.cache/order-platform) on 127.0.0.1:${STACK_KAFKA_PORT:-59092},
+#             controller on 127.0.0.1:${STACK_KAFKA_CONTROLLER_PORT:-59093}; topic orders.events (3 partitions)
+#   moto      moto_server (DynamoDB API; pinned in tools/moto/requirements.txt, virtualenv in
+#             ~/.cache/order-platform) on 127.0.0.1:${STACK_MOTO_PORT:-58000}
 # Other knobs: STACK_WAIT_TIMEOUT (seconds to wait for a service to accept connections, default 90).
 #
 # Adding a service NAME: append it to SERVICES and define these functions:
@@ -33,7 +38,7 @@ ROOT=$(dirname -- "$SCRIPT_DIR")
 STACK_DIR="$ROOT/target/stack"
 STACK_WAIT_TIMEOUT=${STACK_WAIT_TIMEOUT:-90}
 
-SERVICES=(postgres)
+SERVICES=(postgres kafka moto)
 
 # ---------------------------------------------------------------------------------------------
 # Generic helpers
@@ -299,6 +304,545 @@ postgres_stop() {
     as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 -s 2>&1 | prefix_lines postgres ||
       die "postgres: pg_ctl stop failed (see $PG_LOG)"
   fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Shared by kafka and moto: a daemon we launch ourselves, found by a PID file or by its listener
+# ---------------------------------------------------------------------------------------------
+
+# Downloads and virtualenvs live outside the clone, so a fresh clone (CI's) reuses them.
+CACHE_BASE=${XDG_CACHE_HOME:-$HOME/.cache}/order-platform
+
+# proc_args PID: the process's command line, arguments separated by spaces (nothing if gone).
+proc_args() {
+  tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true
+}
+
+# proc_alive PID: does the process exist and has not exited (zombies count as exited)?
+proc_alive() {
+  case $(proc_state "$1") in
+    '' | Z | X) return 1 ;;
+    *) return 0 ;;
+  esac
+}
+
+proc_exited() { ! proc_alive "$1"; }
+
+# listener_pid PORT: PID of the process listening on 127.0.0.1:PORT (or any address), or nothing.
+listener_pid() {
+  if have ss; then
+    ss -Hltnp "sport = :$1" 2>/dev/null | sed -nE 's/.*users:\(\("[^"]*",pid=([0-9]+).*/\1/p' | head -n 1 || true
+  fi
+}
+
+# daemon_pid PIDFILE PATTERN PORT: PID of our daemon: the one in PIDFILE if it is alive and its
+# command line contains PATTERN, else the listener on PORT if its command line contains PATTERN
+# (the same daemon started by hand, or with a lost PID file). Prints nothing if there is none.
+daemon_pid() {
+  local pid=''
+  if [[ -r $1 ]]; then
+    pid=$(head -n 1 -- "$1" 2>/dev/null || true)
+  fi
+  if [[ $pid =~ ^[0-9]+$ ]] && proc_alive "$pid" && [[ $(proc_args "$pid") == *"$2"* ]]; then
+    echo "$pid"
+    return 0
+  fi
+  pid=$(listener_pid "$3")
+  if [[ -n $pid ]] && [[ $(proc_args "$pid") == *"$2"* ]]; then
+    echo "$pid"
+  fi
+}
+
+# launch_daemon PIDFILE LOG COMMAND...: start COMMAND in its own session (so a Ctrl-C aimed at
+# whatever runs after `up` does not reach it), output to LOG (the previous one kept as LOG.prev).
+launch_daemon() {
+  local pidfile=$1 logfile=$2
+  shift 2
+  if [[ -s $logfile ]]; then
+    mv -f -- "$logfile" "$logfile.prev"
+  fi
+  # Without job control a background job is not a process group leader, so setsid does not
+  # fork: $! is the daemon's own PID.
+  (cd / && exec setsid "$@" </dev/null >"$logfile" 2>&1) &
+  echo "$!" >"$pidfile"
+}
+
+# wait_started SERVICE PID LOG: wait until SERVICE_ready (up to STACK_WAIT_TIMEOUT seconds);
+# fail, showing the end of LOG, if the process exits first or time runs out.
+wait_started() {
+  local svc=$1 pid=$2 logfile=$3 deadline=$((SECONDS + STACK_WAIT_TIMEOUT))
+  until "${svc}_ready"; do
+    if ! proc_alive "$pid"; then
+      tail_log "$logfile"
+      log "$svc: exited during startup (see $logfile)"
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      tail_log "$logfile"
+      log "$svc: not ready after ${STACK_WAIT_TIMEOUT}s (PID $pid still running; see $logfile)"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# stop_daemon SERVICE PID SECONDS: SIGTERM, wait up to SECONDS for it to exit, then SIGKILL.
+stop_daemon() {
+  local svc=$1 pid=$2 grace=$3
+  kill -TERM "$pid" 2>/dev/null || return 0
+  if ! wait_until "$grace" proc_exited "$pid"; then
+    log "$svc: PID $pid still running ${grace}s after SIGTERM; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_until 10 proc_exited "$pid" || die "$svc: PID $pid survived SIGKILL"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# kafka: Apache Kafka broker (KRaft, combined broker+controller), jars from Maven Central
+# ---------------------------------------------------------------------------------------------
+# tools/kafka/pom.xml pins the version; `mvn dependency:copy-dependencies` puts the broker's
+# runtime classpath (plus the admin/console tools and a log4j2 backend) in
+# $CACHE_BASE/kafka-<version>/lib, stamped with the POM's checksum so a warm `up` skips Maven.
+# Tests that need a private broker (to stop it for outage tests) get ORDER_PLATFORM_KAFKA_LIB and
+# ORDER_PLATFORM_KAFKA_LOG4J from `env`; docs/stack-kafka-moto.md has the recipe.
+
+KAFKA_HOST=127.0.0.1
+KAFKA_PORT=${STACK_KAFKA_PORT:-59092}
+KAFKA_CONTROLLER_PORT=${STACK_KAFKA_CONTROLLER_PORT:-59093}
+KAFKA_TOPIC=orders.events # needed by the service until the operator provisions topics
+KAFKA_TOPIC_PARTITIONS=3
+KAFKA_POM="$ROOT/tools/kafka/pom.xml"
+KAFKA_DIR="$STACK_DIR/kafka"
+KAFKA_DATA="$KAFKA_DIR/data"
+KAFKA_CONF="$KAFKA_DIR/server.properties"
+KAFKA_LOG="$KAFKA_DIR/kafka.log"
+KAFKA_PIDFILE="$KAFKA_DIR/kafka.pid"
+KAFKA_JAVA_PACKAGE=openjdk-17-jre-headless
+is_port "$KAFKA_PORT" || die "STACK_KAFKA_PORT must be a TCP port number, got '$KAFKA_PORT'"
+is_port "$KAFKA_CONTROLLER_PORT" ||
+  die "STACK_KAFKA_CONTROLLER_PORT must be a TCP port number, got '$KAFKA_CONTROLLER_PORT'"
+[[ $KAFKA_PORT != "$KAFKA_CONTROLLER_PORT" ]] ||
+  die "STACK_KAFKA_PORT and STACK_KAFKA_CONTROLLER_PORT must differ (both are $KAFKA_PORT)"
+
+# The version comes from the POM (<kafka.version>), so the cache directory follows an upgrade.
+KAFKA_VERSION=$(sed -nE 's:^.*<kafka\.version>[[:space:]]*([^<[:space:]]+)[[:space:]]*</kafka\.version>.*$:\1:p' \
+  "$KAFKA_POM" 2>/dev/null | head -n 1 || true)
+[[ -n $KAFKA_VERSION ]] || die "kafka: no <kafka.version> in $KAFKA_POM"
+KAFKA_HOME="$CACHE_BASE/kafka-$KAFKA_VERSION"
+KAFKA_LIB="$KAFKA_HOME/lib"
+KAFKA_STAMP="$KAFKA_HOME/lib.stamp"
+KAFKA_BROKER_LOG4J="$KAFKA_HOME/log4j2-broker.properties" # INFO to stdout: the stack's broker
+# WARN to stderr: StorageTool, admin/console tools, and private brokers started by tests
+# (exported as ORDER_PLATFORM_KAFKA_LOG4J; with INFO even StorageTool prints the whole config)
+KAFKA_QUIET_LOG4J="$KAFKA_HOME/log4j2-quiet.properties"
+
+kafka_addr() { printf '%s:%s' "$KAFKA_HOST" "$KAFKA_PORT"; }
+
+kafka_env() {
+  printf 'export KAFKA_BOOTSTRAP_SERVERS=%q\n' "$(kafka_addr)"
+  printf 'export ORDER_PLATFORM_KAFKA_LIB=%q\n' "$KAFKA_LIB"
+  printf 'export ORDER_PLATFORM_KAFKA_LOG4J=%q\n' "$KAFKA_QUIET_LOG4J"
+}
+
+# kafka_java ARGS...: a short-lived JVM on the Kafka classpath (format, admin and console tools).
+kafka_java() {
+  java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+    "-Dlog4j2.configurationFile=$KAFKA_QUIET_LOG4J" -cp "$KAFKA_LIB/*" "$@"
+}
+
+# write_if_changed FILE: replace FILE with stdin unless it already has that content.
+write_if_changed() {
+  local tmp
+  tmp=$(mktemp "$1.XXXXXX") || return 1
+  cat >"$tmp"
+  if cmp -s -- "$tmp" "$1"; then
+    rm -f -- "$tmp"
+  else
+    mv -f -- "$tmp" "$1"
+  fi
+}
+
+kafka_write_log4j() {
+  write_if_changed "$KAFKA_BROKER_LOG4J" <<'EOF'
+# Written by scripts/stack.sh. Broker log: INFO to stdout (redirect it to a file).
+name = order-platform-kafka-broker
+status = warn
+# keep logging while the broker shuts down (log4j's own JVM shutdown hook would stop it first)
+shutdownHook = disable
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.console.ref = STDOUT
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.statechange.name = state.change.logger
+logger.statechange.level = WARN
+EOF
+  write_if_changed "$KAFKA_QUIET_LOG4J" <<'EOF'
+# Written by scripts/stack.sh. Kafka tools and test brokers: warnings and errors to stderr.
+name = order-platform-kafka-quiet
+status = warn
+shutdownHook = disable
+appender.console.type = Console
+appender.console.name = STDERR
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.console.ref = STDERR
+EOF
+}
+
+kafka_install() {
+  local want tmp
+  if ! java -version >/dev/null 2>&1; then
+    apt_install "$KAFKA_JAVA_PACKAGE"
+    java -version >/dev/null 2>&1 || die "kafka: java still missing after installing $KAFKA_JAVA_PACKAGE"
+  fi
+  want=$(sha256sum -- "$KAFKA_POM" | cut -d' ' -f1)
+  if [[ $(cat -- "$KAFKA_STAMP" 2>/dev/null || true) != "$want" ]] || ! compgen -G "$KAFKA_LIB/kafka_*.jar" >/dev/null; then
+    if ! have mvn; then
+      apt_install maven
+    fi
+    mkdir -p -- "$KAFKA_HOME"
+    tmp="$KAFKA_HOME/lib.tmp"
+    rm -rf -- "$tmp"
+    log "kafka: fetching Kafka $KAFKA_VERSION jars into $KAFKA_LIB (mvn)"
+    if ! mvn -B -q -Dstyle.color=never -f "$KAFKA_POM" dependency:copy-dependencies -DincludeScope=runtime \
+      "-DoutputDirectory=$tmp" 2>&1 | sed -u -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' | prefix_lines kafka; then
+      die "kafka: mvn dependency:copy-dependencies failed for $KAFKA_POM"
+    fi
+    compgen -G "$tmp/kafka_*.jar" >/dev/null || die "kafka: mvn put no kafka_*.jar in $tmp"
+    rm -rf -- "$KAFKA_LIB"
+    mv -- "$tmp" "$KAFKA_LIB"
+    echo "$want" >"$KAFKA_STAMP"
+  fi
+  mkdir -p -- "$KAFKA_HOME"
+  kafka_write_log4j
+}
+
+kafka_pid() { daemon_pid "$KAFKA_PIDFILE" "kafka.Kafka $KAFKA_CONF" "$KAFKA_PORT"; }
+
+# kafka_conf_port FILE KEY: the port of the listener KEY (PLAINTEXT or CONTROLLER) in FILE.
+kafka_conf_port() {
+  sed -nE "s/^listeners=.*$2:\\/\\/[^,:]*:([0-9]+).*$/\\1/p" "$1" 2>/dev/null | head -n 1 || true
+}
+
+kafka_state() {
+  local pid port cport other
+  pid=$(kafka_pid)
+  if [[ -n $pid ]]; then
+    port=$(kafka_conf_port "$KAFKA_CONF" PLAINTEXT)
+    cport=$(kafka_conf_port "$KAFKA_CONF" CONTROLLER)
+    if [[ $port != "$KAFKA_PORT" || $cport != "$KAFKA_CONTROLLER_PORT" ]]; then
+      echo "conflict: the broker of $KAFKA_DIR (PID $pid) is already running on ports $port/$cport," \
+        "not $KAFKA_PORT/$KAFKA_CONTROLLER_PORT; stop it first (scripts/stack.sh down kafka, or kill $pid)" \
+        "or set STACK_KAFKA_PORT=$port STACK_KAFKA_CONTROLLER_PORT=$cport"
+    else
+      echo running
+    fi
+    return 0
+  fi
+  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    if port_open "$KAFKA_HOST" "$port"; then
+      other=$(proc_args "$(listener_pid "$port")")
+      if [[ $other == *kafka.Kafka* ]]; then
+        other=' (a Kafka broker with another configuration)'
+      else
+        other=$(describe_listener "$port")
+      fi
+      echo "conflict: $KAFKA_HOST:$port is in use by another process$other, not by the broker of" \
+        "$KAFKA_DIR; stop it or pick other ports with STACK_KAFKA_PORT / STACK_KAFKA_CONTROLLER_PORT"
+      return 0
+    fi
+  done
+  echo stopped
+}
+
+# --- a tiny Kafka protocol client in bash: readiness and topic checks without starting a JVM ---
+
+# kafka_call PORT REQUEST_HEX: send one request (header and body as hex digits, no length prefix)
+# to the broker and print the response (without its length) as space-separated hex bytes;
+# non-zero when there is no complete answer within 3 seconds.
+kafka_call() {
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  timeout 3 bash -c '
+    exec 3<>"/dev/tcp/$1/$2" || exit 1
+    printf "%08x%s" $((${#3} / 2)) "$3" | sed "s/../\\\\x&/g" | { IFS= read -r esc; printf "%b" "$esc" >&3; }
+    n=$(dd bs=4 count=1 iflag=fullblock status=none <&3 | od -An -tu4 --endian=big | tr -d " ")
+    [[ $n =~ ^[0-9]+$ ]] && ((n > 0 && n < 16777216)) || exit 1
+    dd bs="$n" count=1 iflag=fullblock status=none <&3 | od -An -v -tx1 | tr -s " \n" "  "
+  ' _ "$KAFKA_HOST" "$1" "$2" 2>/dev/null
+}
+
+# kafka_hexstr STRING: a Kafka protocol STRING (int16 length + bytes) as hex digits.
+kafka_hexstr() {
+  printf '%04x' "${#1}"
+  printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n'
+}
+
+# kafka_metadata PORT TOPIC: one Metadata v4 request for TOPIC (never auto-creating it); prints
+# "BROKERS TOPIC_ERROR PARTITIONS": the number of live brokers, the topic's error code (0 = it
+# exists, 3 = UNKNOWN_TOPIC_OR_PARTITION) and its partition count. Non-zero if no valid answer.
+kafka_metadata() {
+  local hex brokers err parts k n
+  local -a b
+  local -i i=0 v
+  hex=$(kafka_call "$1" "00030004000000010008$(printf '%s' stack.sh | od -An -v -tx1 | tr -d ' \n')00000001$(kafka_hexstr "$2")00") ||
+    return 1
+  read -r -a b <<<"$hex"
+  # _int LEN: read a big-endian integer of LEN bytes at i into v (signed for 2 and 4), advance i
+  _int() {
+    ((i + $1 <= ${#b[@]})) || return 1
+    v=0
+    for ((k = 0; k < $1; k++)); do v=$((v * 256 + 16#${b[i + k]})); done
+    i+=$1
+    if (($1 == 2 && v >= 32768)); then v=$((v - 65536)); fi
+    if (($1 == 4 && v >= 2147483648)); then v=$((v - 4294967296)); fi
+  }
+  _str() { _int 2 && { ((v < 0)) || { ((i + v <= ${#b[@]})) && i+=v; }; }; } # skip a nullable string
+  _int 4 && _int 4 || return 1 # correlation id, throttle_time_ms
+  _int 4 || return 1
+  brokers=$v
+  ((brokers >= 0 && brokers < 10000)) || return 1
+  for ((n = 0; n < brokers; n++)); do
+    _int 4 && _str && _int 4 && _str || return 1 # node_id, host, port, rack
+  done
+  _str && _int 4 || return 1 # cluster_id, controller_id
+  _int 4 && ((v == 1)) || return 1
+  _int 2 || return 1
+  err=$v
+  _str && _int 1 && _int 4 || return 1 # name, is_internal, partitions
+  parts=$v
+  echo "$brokers $err $parts"
+}
+
+# Ready: the broker answers a Metadata request and lists itself as a live (unfenced) broker, so
+# it has caught up with the metadata log and can lead partitions. This costs a few milliseconds,
+# where a JVM tool (TopicCommand --list) would take 1-3 seconds per poll on 2 cores.
+kafka_ready() {
+  local brokers rest
+  read -r brokers rest < <(kafka_metadata "$KAFKA_PORT" "$KAFKA_TOPIC") || true
+  : "$rest"
+  [[ $brokers =~ ^[0-9]+$ ]] && ((brokers >= 1))
+}
+
+kafka_write_conf() {
+  write_if_changed "$KAFKA_CONF" <<EOF
+# Written by scripts/stack.sh on every start (edits are lost): single combined broker+controller.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_DATA
+num.partitions=3
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+delete.topic.enable=true
+num.network.threads=2
+num.io.threads=4
+EOF
+}
+
+# A cluster id is 16 random bytes in unpadded base64url; one starting with '-' would read as an
+# option on StorageTool's command line (Kafka's own Uuid.randomUuid() avoids those too).
+kafka_new_cluster_id() {
+  local id='-'
+  while [[ $id == -* ]]; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+  done
+  echo "$id"
+}
+
+kafka_start() {
+  local cid pid
+  mkdir -p -- "$KAFKA_DIR" || return 1
+  kafka_write_conf || return 1
+
+  # Format the storage once; later starts reuse it (topics and offsets survive down/up).
+  if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
+    if [[ -d $KAFKA_DATA ]]; then
+      log "kafka: removing unformatted storage $KAFKA_DATA"
+      rm -rf -- "$KAFKA_DATA" || return 1
+    fi
+    cid=$(cat -- "$KAFKA_DIR/cluster.id" 2>/dev/null || true)
+    if [[ ! $cid =~ ^[A-Za-z0-9_][A-Za-z0-9_-]{21}$ ]]; then
+      cid=$(kafka_new_cluster_id)
+      echo "$cid" >"$KAFKA_DIR/cluster.id"
+    fi
+    log "kafka: formatting $KAFKA_DATA (cluster id $cid)"
+    if ! kafka_java kafka.tools.StorageTool format -t "$cid" -c "$KAFKA_CONF" >"$KAFKA_DIR/format.log" 2>&1; then
+      tail_log "$KAFKA_DIR/format.log"
+      log "kafka: kafka.tools.StorageTool format failed"
+      return 1
+    fi
+  fi
+
+  # C1 only (-XX:TieredStopAtLevel=1): ready in ~2 s instead of ~4 s on 2 cores; a test
+  # broker's load does not need C2's peak throughput.
+  launch_daemon "$KAFKA_PIDFILE" "$KAFKA_LOG" \
+    java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:TieredStopAtLevel=1 \
+    -Djava.awt.headless=true "-Dlog4j2.configurationFile=$KAFKA_BROKER_LOG4J" "-Dkafka.logs.dir=$KAFKA_DIR" \
+    -cp "$KAFKA_LIB/*" kafka.Kafka "$KAFKA_CONF"
+  pid=$(cat -- "$KAFKA_PIDFILE")
+  wait_started kafka "$pid" "$KAFKA_LOG"
+}
+
+kafka_provision() {
+  local brokers err parts
+  read -r brokers err parts < <(kafka_metadata "$KAFKA_PORT" "$KAFKA_TOPIC") || true
+  : "$brokers"
+  if [[ $err == 0 ]]; then
+    if [[ $parts != "$KAFKA_TOPIC_PARTITIONS" ]]; then
+      log "kafka: note: topic $KAFKA_TOPIC has $parts partitions, not $KAFKA_TOPIC_PARTITIONS (left as is)"
+    fi
+    return 0
+  fi
+  log "kafka: creating topic $KAFKA_TOPIC ($KAFKA_TOPIC_PARTITIONS partitions, replication factor 1)"
+  kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$(kafka_addr)" --create --if-not-exists \
+    --topic "$KAFKA_TOPIC" --partitions "$KAFKA_TOPIC_PARTITIONS" --replication-factor 1 2>&1 |
+    grep -v '^WARNING: Due to limitations in metric names' | prefix_lines kafka ||
+    die "kafka: creating topic $KAFKA_TOPIC failed"
+  read -r brokers err parts < <(kafka_metadata "$KAFKA_PORT" "$KAFKA_TOPIC") || true
+  [[ $err == 0 ]] || die "kafka: topic $KAFKA_TOPIC still missing after TopicCommand --create (error code '$err')"
+}
+
+kafka_stop() {
+  local pid
+  pid=$(kafka_pid)
+  if [[ -n $pid ]]; then
+    # controlled shutdown of a combined node takes a few seconds
+    stop_daemon kafka "$pid" 60
+  fi
+  rm -f -- "$KAFKA_PIDFILE"
+}
+
+# ---------------------------------------------------------------------------------------------
+# moto: DynamoDB-compatible server (moto_server), in a virtualenv built from tools/moto
+# ---------------------------------------------------------------------------------------------
+# The virtualenv is $CACHE_BASE/moto-<hash of requirements.txt>/venv, stamped when complete.
+# Nothing to provision: the service's own code and tests create their tables. Tests that need a
+# private moto (to stop it for outage tests) run $ORDER_PLATFORM_MOTO_SERVER -H 127.0.0.1 -p PORT.
+
+MOTO_HOST=127.0.0.1
+MOTO_PORT=${STACK_MOTO_PORT:-58000}
+MOTO_REQUIREMENTS="$ROOT/tools/moto/requirements.txt"
+MOTO_DIR="$STACK_DIR/moto"
+MOTO_LOG="$MOTO_DIR/moto.log"
+MOTO_PIDFILE="$MOTO_DIR/moto.pid"
+MOTO_REGION=us-east-1
+is_port "$MOTO_PORT" || die "STACK_MOTO_PORT must be a TCP port number, got '$MOTO_PORT'"
+[[ -r $MOTO_REQUIREMENTS ]] || die "moto: $MOTO_REQUIREMENTS is missing"
+MOTO_HASH=$(sha256sum -- "$MOTO_REQUIREMENTS" | cut -c1-16)
+MOTO_VENV="$CACHE_BASE/moto-$MOTO_HASH/venv"
+MOTO_SERVER="$MOTO_VENV/bin/moto_server"
+
+moto_addr() { printf '%s:%s' "$MOTO_HOST" "$MOTO_PORT"; }
+
+moto_env() {
+  printf 'export DYNAMODB_ENDPOINT=%q\n' "http://$(moto_addr)"
+  printf 'export AWS_REGION=%q\n' "$MOTO_REGION"
+  printf 'export AWS_ACCESS_KEY_ID=test\n'
+  printf 'export AWS_SECRET_ACCESS_KEY=test\n'
+  printf 'export ORDER_PLATFORM_MOTO_SERVER=%q\n' "$MOTO_SERVER"
+}
+
+moto_install() {
+  local stamp="$MOTO_VENV/.order-platform-stamp" want py
+  have curl || apt_install curl
+  want=$(sha256sum -- "$MOTO_REQUIREMENTS" | cut -d' ' -f1)
+  # the stamp says the install finished; a venv whose interpreter vanished must be rebuilt too
+  if [[ $(cat -- "$stamp" 2>/dev/null || true) == "$want" && -x $MOTO_SERVER ]] &&
+    "$MOTO_VENV/bin/python" -c '' >/dev/null 2>&1; then
+    return 0
+  fi
+  py=$(command -v python3 || true)
+  if [[ -z $py ]]; then
+    apt_install python3 python3-venv
+    py=$(command -v python3) || die "moto: python3 still missing after installing python3"
+  fi
+  if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 9))'; then
+    die "moto: $py is $("$py" -V 2>&1); moto 5 needs Python 3.9 or later"
+  fi
+  log "moto: creating virtualenv $MOTO_VENV (pip install -r $MOTO_REQUIREMENTS)"
+  rm -rf -- "$MOTO_VENV"
+  mkdir -p -- "$(dirname -- "$MOTO_VENV")"
+  if ! "$py" -m venv "$MOTO_VENV" 2>&1 | prefix_lines moto; then
+    rm -rf -- "$MOTO_VENV"
+    die "moto: '$py -m venv' failed (on Debian's python3, install python3-venv)"
+  fi
+  if ! "$MOTO_VENV/bin/python" -m pip install -q --no-input -r "$MOTO_REQUIREMENTS" 2>&1 | prefix_lines moto; then
+    die "moto: pip install -r $MOTO_REQUIREMENTS failed"
+  fi
+  [[ -x $MOTO_SERVER ]] || die "moto: $MOTO_SERVER missing after pip install"
+  echo "$want" >"$stamp"
+}
+
+moto_pid() { daemon_pid "$MOTO_PIDFILE" moto_server "$MOTO_PORT"; }
+
+moto_state() {
+  local pid args
+  pid=$(moto_pid)
+  if [[ -n $pid ]]; then
+    args=" $(proc_args "$pid")"
+    if [[ $args != *" -p $MOTO_PORT "* && $args != *" --port $MOTO_PORT "* && $args != *" --port=$MOTO_PORT "* ]]; then
+      echo "conflict: the moto_server of $MOTO_PIDFILE (PID $pid) is running on another port;" \
+        "stop it first (scripts/stack.sh down moto, or kill $pid) or set STACK_MOTO_PORT to its port"
+    else
+      echo running
+    fi
+  elif port_open "$MOTO_HOST" "$MOTO_PORT"; then
+    echo "conflict: $MOTO_HOST:$MOTO_PORT is in use by another process$(describe_listener "$MOTO_PORT")," \
+      "not by moto_server; stop it or pick another port with STACK_MOTO_PORT"
+  else
+    echo stopped
+  fi
+}
+
+# Ready: a DynamoDB ListTables call answers. moto picks the service from the Authorization
+# header's credential scope (without one the request goes to its S3 handler), so send a fake
+# SigV4 header; moto does not check the signature.
+moto_ready() {
+  local out
+  out=$(curl -s -m 3 -X POST "http://$(moto_addr)/" \
+    -H 'X-Amz-Target: DynamoDB_20120810.ListTables' \
+    -H 'Content-Type: application/x-amz-json-1.0' \
+    -H "Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/$MOTO_REGION/dynamodb/aws4_request, SignedHeaders=host;x-amz-target, Signature=0" \
+    -d '{}' 2>/dev/null) || return 1
+  [[ $out == *'"TableNames"'* ]]
+}
+
+moto_start() {
+  local pid
+  mkdir -p -- "$MOTO_DIR" || return 1
+  launch_daemon "$MOTO_PIDFILE" "$MOTO_LOG" "$MOTO_SERVER" -H "$MOTO_HOST" -p "$MOTO_PORT"
+  pid=$(cat -- "$MOTO_PIDFILE")
+  wait_started moto "$pid" "$MOTO_LOG"
+}
+
+moto_provision() {
+  # Nothing: the order service creates its DynamoDB tables itself (and its tests theirs).
+  :
+}
+
+moto_stop() {
+  local pid
+  pid=$(moto_pid)
+  if [[ -n $pid ]]; then
+    stop_daemon moto "$pid" 15
+  fi
+  rm -f -- "$MOTO_PIDFILE"
 }
 
 # ---------------------------------------------------------------------------------------------

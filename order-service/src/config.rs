@@ -8,6 +8,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sqlx::postgres::PgConnectOptions;
 
+use crate::dynamodb::DynamoDbConfig;
+use crate::kafka::KafkaConfig;
+use crate::outbox::{RelayConfig, Sink};
+
 /// The order API: orders with items, addresses and payment in PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "order-service", version, about, propagate_version = true)]
@@ -20,10 +24,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the HTTP API until SIGTERM or SIGINT.
-    Serve(ServeConfig),
+    /// Serve the HTTP API (and relay the outbox) until SIGTERM or SIGINT.
+    Serve(Box<ServeConfig>),
     /// Apply the migrations embedded in this binary, then exit.
     Migrate(DatabaseConfig),
+    /// Create the DynamoDB tables and the Kafka topic when missing, then exit. For local stacks
+    /// and tests; in clusters the operator provisions them.
+    InitLocal(SinksConfig),
+    /// Compare recently changed orders with their newest DynamoDB history item, and the hourly
+    /// counters with the history; print any drift and exit 1 when there is some.
+    VerifyProjections(VerifyConfig),
+    /// Inspect and retry outbox deliveries that a sink rejected for good.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Load-test a running service and compare it with the same SQL run directly.
     Bench(crate::bench::BenchConfig),
 }
@@ -58,10 +71,82 @@ pub struct DatabaseConfig {
     pub db_acquire_timeout: Duration,
 }
 
+/// Where events go, and how to reach those places.
+#[derive(Debug, Clone, Args)]
+pub struct SinksConfig {
+    /// Sinks that receive order events: `dynamodb`, `kafka` (comma-separated), or `none`.
+    #[arg(long, env = "ORDER_SERVICE_SINKS", default_value = "dynamodb,kafka", value_parser = parse_sinks)]
+    pub sinks: SinkSet,
+    /// How long a counted event's dedup marker is kept (DynamoDB TTL); a redelivery later than
+    /// this would count again.
+    #[arg(long, env = "ORDER_SERVICE_COUNTER_MARKER_TTL", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub counter_marker_ttl: Duration,
+    #[command(flatten)]
+    pub dynamodb: DynamoDbConfig,
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+}
+
+/// The enabled sinks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkSet(pub Vec<Sink>);
+
+impl SinkSet {
+    pub fn contains(&self, sink: Sink) -> bool {
+        self.0.contains(&sink)
+    }
+}
+
+fn parse_sinks(value: &str) -> Result<SinkSet, String> {
+    if value.trim() == "none" {
+        return Ok(SinkSet(Vec::new()));
+    }
+    let mut sinks = value
+        .split(',')
+        .map(|s| s.trim().parse::<Sink>())
+        .collect::<Result<Vec<_>, _>>()?;
+    sinks.sort();
+    sinks.dedup();
+    Ok(SinkSet(sinks))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub dynamodb: DynamoDbConfig,
+    /// Check orders changed within this long (e.g. `1h`, `30m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List parked deliveries with their errors.
+    Parked(DatabaseConfig),
+    /// Make parked deliveries pending again (after fixing their cause).
+    Retry {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// Only this event's deliveries; without it, every parked delivery.
+        #[arg(long)]
+        event_id: Option<uuid::Uuid>,
+    },
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     #[command(flatten)]
     pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub sinks: SinksConfig,
+    #[command(flatten)]
+    pub relay: RelayConfig,
+    /// Fail readiness (503) while DynamoDB or Kafka is unreachable, instead of reporting
+    /// `degraded` and serving on (changes queue in the outbox meanwhile).
+    #[arg(long, env = "ORDER_SERVICE_READINESS_REQUIRES_SINKS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub readiness_requires_sinks: bool,
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, env = "ORDER_SERVICE_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
@@ -111,6 +196,16 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sinks_parse_as_a_set() {
+        assert_eq!(
+            parse_sinks("kafka,dynamodb,kafka"),
+            Ok(SinkSet(vec![Sink::DynamoDb, Sink::Kafka]))
+        );
+        assert_eq!(parse_sinks("none"), Ok(SinkSet(vec![])));
+        assert!(parse_sinks("s3").is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use order_service::config::{Cli, Command};
-use order_service::{bench, db, startup, telemetry};
+use order_service::{bench, db, outbox, startup, telemetry, verify};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,6 +22,20 @@ async fn main() -> anyhow::Result<()> {
             pool.close().await;
             Ok(())
         }
+        Command::InitLocal(config) => {
+            startup::init_local(&config).await?;
+            println!("tables and topic are in place");
+            Ok(())
+        }
+        Command::VerifyProjections(config) => {
+            let report = verify::run(&config).await?;
+            print!("{report}");
+            if !report.drifts.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Outbox(command) => outbox::cli::run(command).await,
         Command::Bench(config) => bench::run(config).await,
     }
 }

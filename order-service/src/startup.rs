@@ -1,4 +1,5 @@
-//! Building and running the application: bind (port 0 works), serve, shut down gracefully.
+//! Building and running the application: bind (port 0 works), serve, relay the outbox, shut
+//! down gracefully.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,15 +9,22 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::ServeConfig;
+use crate::config::{ServeConfig, SinksConfig};
 use crate::db;
-use crate::http::{self, metrics::Metrics, AppState, HttpLimits};
+use crate::dynamodb::{self, StatusCounterStore, StatusHistoryStore};
+use crate::http::{self, AppState, HttpLimits};
+use crate::kafka::{self, EventPublisher};
+use crate::metrics::Metrics;
+use crate::outbox::{DynamoDbProjection, Projections, Relay, Sink};
 
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pool: PgPool,
+    relay: Option<Arc<Relay>>,
+    run_relay: bool,
     shutdown_timeout: Duration,
 }
 
@@ -37,9 +45,29 @@ impl Application {
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
+        let metrics = Arc::new(Metrics::new(config.database.db_max_connections));
+        let projections = projections(&config.sinks).await?;
+        let sinks: Arc<[Sink]> = projections.sinks().into();
+        let relay = (!sinks.is_empty()).then(|| {
+            // Its own small pool, so relaying never waits for (or takes) the API's connections.
+            let relay_pool = db::pool(
+                config.database.database_url.clone(),
+                config.relay.relay_db_connections,
+                config.database.db_acquire_timeout,
+            );
+            Arc::new(Relay::new(
+                relay_pool,
+                projections.clone(),
+                config.relay.clone(),
+                metrics.clone(),
+            ))
+        });
         let state = AppState {
             pool: pool.clone(),
-            metrics: Arc::new(Metrics::new(config.database.db_max_connections)),
+            metrics,
+            sinks,
+            projections,
+            readiness_requires_sinks: config.readiness_requires_sinks,
         };
         let limits = HttpLimits {
             body_limit_bytes: config.body_limit_bytes,
@@ -49,6 +77,8 @@ impl Application {
             listener,
             router: http::router(state, limits),
             pool,
+            relay,
+            run_relay: config.relay.relay,
             shutdown_timeout: config.shutdown_timeout,
         })
     }
@@ -57,34 +87,104 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
-    /// for at most the shutdown timeout, and closes the pool.
+    /// The outbox relay of this instance (present when a sink is enabled), for driving it
+    /// step by step when its loop is off.
+    pub fn relay(&self) -> Option<Arc<Relay>> {
+        self.relay.clone()
+    }
+
+    /// Serves (and relays, unless disabled) until `shutdown` resolves; then stops accepting,
+    /// lets in-flight requests and relay batches finish for at most the shutdown timeout, and
+    /// closes the pools.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutdown requested: draining in-flight requests");
-            let _ = stopping_tx.send(());
+        let stopping = CancellationToken::new();
+        let relay_task = match (&self.relay, self.run_relay) {
+            (Some(relay), true) => Some(tokio::spawn(relay.clone().run(stopping.clone()))),
+            _ => None,
+        };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown({
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutdown requested: draining in-flight requests");
+                stopping.cancel();
+            }
         });
-        let drain_bound = async move {
+        let drain_bound = {
+            let stopping = stopping.clone();
             // Only once shutdown has begun does the drain bound start counting.
-            if stopping_rx.await.is_ok() {
+            async move {
+                stopping.cancelled().await;
                 tokio::time::sleep(self.shutdown_timeout).await;
-            } else {
-                std::future::pending::<()>().await;
             }
         };
         tokio::select! {
             result = serve => result.context("serving HTTP")?,
             () = drain_bound => tracing::warn!(timeout = ?self.shutdown_timeout, "in-flight requests did not finish in time; stopping anyway"),
         }
+        stopping.cancel();
+        if let Some(task) = relay_task {
+            if tokio::time::timeout(self.shutdown_timeout, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "the outbox relay did not stop in time; its batch will be sent again"
+                );
+            }
+        }
         self.pool.close().await;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The adapters of the enabled sinks.
+pub async fn projections(config: &SinksConfig) -> anyhow::Result<Projections> {
+    let dynamodb = if config.sinks.contains(Sink::DynamoDb) {
+        let client = config.dynamodb.client().await;
+        let retention =
+            Duration::from_secs(u64::from(config.dynamodb.history_retention_days) * 86_400);
+        Some(DynamoDbProjection {
+            history: StatusHistoryStore::new(
+                client.clone(),
+                config.dynamodb.history_table(),
+                retention,
+            ),
+            counters: StatusCounterStore::new(
+                client,
+                config.dynamodb.counters_table(),
+                config.counter_marker_ttl,
+            ),
+        })
+    } else {
+        None
+    };
+    let kafka = if config.sinks.contains(Sink::Kafka) {
+        Some(EventPublisher::new(&config.kafka).context("configuring the Kafka producer")?)
+    } else {
+        None
+    };
+    Ok(Projections { dynamodb, kafka })
+}
+
+/// Creates the enabled sinks' tables and topic when missing.
+pub async fn init_local(config: &SinksConfig) -> anyhow::Result<()> {
+    if config.sinks.contains(Sink::DynamoDb) {
+        let client = config.dynamodb.client().await;
+        dynamodb::ensure_tables(&client, &config.dynamodb)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the DynamoDB tables: {e}"))?;
+    }
+    if config.sinks.contains(Sink::Kafka) {
+        kafka::ensure_topic(&config.kafka, platform_resources::DEFAULT_TOPIC_PARTITIONS)
+            .await
+            .context("creating the Kafka topic")?;
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

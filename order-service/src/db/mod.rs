@@ -4,6 +4,7 @@
 
 pub mod idempotency;
 pub mod orders;
+pub mod outbox;
 pub mod schema;
 
 use std::time::Duration;

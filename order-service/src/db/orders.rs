@@ -350,3 +350,30 @@ pub async fn list(
         .push_bind(limit);
     query.build_query_as().fetch_all(conn).await
 }
+
+pub async fn exists(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1)")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}
+
+/// Id, status and version of every order changed since `since`.
+pub async fn changed_since(
+    conn: &mut PgConnection,
+    since: DateTime<Utc>,
+) -> Result<Vec<(Uuid, OrderStatus, i64)>, sqlx::Error> {
+    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT id, status, version FROM orders WHERE updated_at >= $1 ORDER BY updated_at",
+    )
+    .bind(since)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|(id, status, version)| {
+            OrderStatus::try_from(status)
+                .map(|s| (id, s, version))
+                .map_err(|e| corrupt(id, e))
+        })
+        .collect()
+}

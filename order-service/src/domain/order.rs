@@ -189,7 +189,7 @@ pub fn customer_id(value: &str) -> Result<String, String> {
 }
 
 /// One line of a stored order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderItem {
     pub sku: String,
     pub name: String,
@@ -200,7 +200,7 @@ pub struct OrderItem {
 }
 
 /// The payment record of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Payment {
     pub id: Uuid,
     pub method: PaymentMethod,
@@ -210,7 +210,7 @@ pub struct Payment {
 }
 
 /// An order as stored and served: totals are computed by the server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Order {
     pub id: Uuid,
     pub customer_id: String,

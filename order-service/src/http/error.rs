@@ -54,6 +54,8 @@ pub enum ApiError {
     IfMatchRequired,
     #[error("the request took longer than {0:?}")]
     Timeout(std::time::Duration),
+    #[error("{0}")]
+    ProjectionUnavailable(String),
     #[error("the database is not reachable")]
     DatabaseUnavailable(#[source] sqlx::Error),
     #[error("database error")]
@@ -170,6 +172,11 @@ impl ApiError {
                 "If-Match required",
             ),
             Self::Timeout(_) => (S::SERVICE_UNAVAILABLE, "timeout", "Request timed out"),
+            Self::ProjectionUnavailable(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "projection-unavailable",
+                "Projection unavailable",
+            ),
             Self::DatabaseUnavailable(_) => (
                 S::SERVICE_UNAVAILABLE,
                 "database-unavailable",
@@ -268,6 +275,7 @@ mod tests {
             ApiError::VersionMismatch { current: 1 },
             ApiError::IfMatchRequired,
             ApiError::Timeout(std::time::Duration::from_secs(1)),
+            ApiError::ProjectionUnavailable(String::new()),
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
         let mut types: Vec<_> = errors.iter().map(|e| e.problem().type_).collect();

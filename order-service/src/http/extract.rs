@@ -188,6 +188,24 @@ fn invalid(header: &'static str, message: &str) -> ApiError {
     }
 }
 
+/// The request id the middleware set (the client's `x-request-id`, or a new UUID); it becomes
+/// the trace id of the events the request produces.
+pub struct RequestId(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ))
+    }
+}
+
 /// The strong ETag of an order version.
 pub fn etag(version: i64) -> String {
     format!("\"{version}\"")

@@ -34,7 +34,8 @@ pub struct Check {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ready` or `not_ready`.
+    /// `ready`; `degraded` (PostgreSQL fine, a sink down: changes queue in the outbox);
+    /// `not_ready`.
     pub status: &'static str,
     pub checks: BTreeMap<&'static str, Check>,
 }
@@ -45,41 +46,75 @@ pub(crate) async fn livez() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Readiness: PostgreSQL answers, and its schema is at (or, during a rolling upgrade, past)
-/// the newest migration embedded in this binary.
+/// Readiness: PostgreSQL answers and its schema is at (or, during a rolling upgrade, past) the
+/// newest migration in this binary. DynamoDB and Kafka are reported too; their outage makes
+/// the service `degraded` (still 200: writes go on and queue in the outbox) unless
+/// `--readiness-requires-sinks` is set.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let (database, dynamodb, kafka) = tokio::join!(
+        check_database(&state),
+        optional_check(
+            state
+                .projections
+                .dynamodb
+                .as_ref()
+                .map(|d| d.history.check())
+        ),
+        optional_check(state.projections.kafka.as_ref().map(|k| k.check())),
+    );
+    let (postgres, schema) = database;
+    let core_ok = postgres.status == "ok" && schema.status == "ok";
+    let sinks: Vec<(&'static str, Check)> = [("dynamodb", dynamodb), ("kafka", kafka)]
+        .into_iter()
+        .filter_map(|(name, check)| check.map(|c| (name, c)))
+        .collect();
+    let sinks_ok = sinks.iter().all(|(_, c)| c.status == "ok");
+
+    let mut checks = BTreeMap::from([("postgres", postgres), ("schema", schema)]);
+    checks.extend(sinks);
+    let (status, label) = match (core_ok, sinks_ok) {
+        (true, true) => (StatusCode::OK, "ready"),
+        (true, false) if !state.readiness_requires_sinks => (StatusCode::OK, "degraded"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+    };
+    (
+        status,
+        Json(Readiness {
+            status: label,
+            checks,
+        }),
+    )
+}
+
+async fn check_database(state: &AppState) -> (Check, Check) {
     let expected = db::schema::expected_version();
     let observed = tokio::time::timeout(CHECK_TIMEOUT, async {
         let mut conn = state.pool.acquire().await?;
         db::schema::applied_version(&mut conn).await
     })
     .await;
-
-    let mut checks = BTreeMap::new();
-    let (postgres, schema) = match observed {
+    match observed {
         Err(_) => (
             failed(format!("no answer within {CHECK_TIMEOUT:?}")),
             skipped(),
         ),
         Ok(Err(error)) => (failed(crate::http::error::error_chain(&error)), skipped()),
         Ok(Ok(applied)) => (ok(None), schema_check(applied, expected)),
-    };
-    checks.insert("postgres", postgres);
-    checks.insert("schema", schema);
+    }
+}
 
-    let ready = checks.values().all(|c| c.status == "ok");
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = Readiness {
-        status: if ready { "ready" } else { "not_ready" },
-        checks,
-    };
-    (status, Json(body))
+/// Runs a sink's check with the probe timeout; `None` when the sink is not configured.
+async fn optional_check(
+    check: Option<impl std::future::Future<Output = Result<(), String>>>,
+) -> Option<Check> {
+    let check = check?;
+    Some(match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(Ok(())) => ok(None),
+        Ok(Err(reason)) => failed(reason),
+        Err(_) => failed(format!("no answer within {CHECK_TIMEOUT:?}")),
+    })
 }
 
 /// Migrations are written to be backward compatible (expand, then contract in a later

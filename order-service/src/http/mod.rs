@@ -6,6 +6,7 @@ pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod orders;
+pub mod projections;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,13 +25,20 @@ use tracing::Level;
 
 use self::error::{ApiError, ErrorReport};
 use self::extract::BodyLimit;
-use self::metrics::Metrics;
+use crate::metrics::Metrics;
+use crate::outbox::{Projections, Sink};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     pub metrics: Arc<Metrics>,
+    /// Sinks every change gets a delivery row for.
+    pub sinks: Arc<[Sink]>,
+    /// Readers of the projections (history, counters) and sink health.
+    pub projections: Projections,
+    /// Whether `/readyz` fails (503) when a sink is down, rather than reporting `degraded`.
+    pub readiness_requires_sinks: bool,
 }
 
 /// Limits applied to every request.
@@ -46,6 +54,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     Router::new()
         .merge(orders::router())
         .merge(health::router())
+        .merge(projections::router())
         .merge(openapi::router())
         .route("/metrics", get(metrics::scrape))
         .fallback(|| async { ApiError::RouteNotFound })

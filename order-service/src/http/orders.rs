@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, Problem};
 use super::extract::{
-    etag, from_json_value, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, IfMatch,
+    etag, from_json_value, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, IfMatch, RequestId,
 };
 use super::AppState;
 use crate::db::{self, orders::OrderFilter};
@@ -22,6 +22,7 @@ use crate::domain::{
     self, Address, Currency, Cursor, FieldErrors, NewItem, NewOrder, NewOrderParts, Order,
     OrderStatus, OrderSummary, PaymentMethod, RequestFingerprint, MAX_ITEMS,
 };
+use crate::outbox::envelope::{EventEnvelope, ACTOR_API};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -180,6 +181,7 @@ impl IntoResponse for OrderResponse {
 pub(crate) async fn create_order(
     State(state): State<AppState>,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    RequestId(request_id): RequestId,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let fingerprint = RequestFingerprint::of_json(&body);
@@ -189,6 +191,8 @@ pub(crate) async fn create_order(
     let mut tx = state.pool.begin().await?;
     if db::idempotency::claim(&mut tx, &key, &fingerprint, order_id).await? {
         let order = db::orders::insert(&mut tx, order_id, &new_order).await?;
+        let event = EventEnvelope::order_created(&order, request_id);
+        db::outbox::insert(&mut tx, &event, &state.sinks).await?;
         tx.commit().await?;
         tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order created");
         return Ok(OrderResponse {
@@ -359,11 +363,18 @@ pub(crate) async fn change_status(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
     if_match: IfMatch,
+    RequestId(request_id): RequestId,
     ApiJson(body): ApiJson<StatusChangeRequest>,
 ) -> Result<Response, ApiError> {
     if_match.require()?;
     let reason = parse_reason(body.reason.as_deref(), false)?;
-    transition(&state, id, &if_match, body.status, reason.as_deref()).await
+    let change = Change {
+        id,
+        to: body.status,
+        reason: reason.as_deref(),
+        request_id,
+    };
+    transition(&state, &if_match, change).await
 }
 
 /// Cancel an order (PENDING, CONFIRMED or PROCESSING). `If-Match` is optional here.
@@ -382,17 +393,17 @@ pub(crate) async fn cancel_order(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
     if_match: IfMatch,
+    RequestId(request_id): RequestId,
     ApiJson(body): ApiJson<CancelRequest>,
 ) -> Result<Response, ApiError> {
     let reason = parse_reason(Some(&body.reason), true)?;
-    transition(
-        &state,
+    let change = Change {
         id,
-        &if_match,
-        OrderStatus::Cancelled,
-        reason.as_deref(),
-    )
-    .await
+        to: OrderStatus::Cancelled,
+        reason: reason.as_deref(),
+        request_id,
+    };
+    transition(&state, &if_match, change).await
 }
 
 fn parse_reason(reason: Option<&str>, required: bool) -> Result<Option<String>, ApiError> {
@@ -410,14 +421,27 @@ fn parse_reason(reason: Option<&str>, required: bool) -> Result<Option<String>, 
     }
 }
 
-/// Locks the order, checks the precondition and the status machine, and writes the change.
+/// A requested status change.
+struct Change<'a> {
+    id: Uuid,
+    to: OrderStatus,
+    reason: Option<&'a str>,
+    request_id: Option<String>,
+}
+
+/// Locks the order, checks the precondition and the status machine, and writes the change
+/// with its event.
 async fn transition(
     state: &AppState,
-    id: Uuid,
     if_match: &IfMatch,
-    to: OrderStatus,
-    reason: Option<&str>,
+    change: Change<'_>,
 ) -> Result<Response, ApiError> {
+    let Change {
+        id,
+        to,
+        reason,
+        request_id,
+    } = change;
     let mut tx = state.pool.begin().await?;
     let current = db::orders::lock(&mut tx, id)
         .await?
@@ -428,6 +452,8 @@ async fn transition(
     let order = db::orders::get(&mut tx, id)
         .await?
         .ok_or(ApiError::OrderNotFound(id))?;
+    let event = EventEnvelope::status_changed(&order, current.status, ACTOR_API, request_id);
+    db::outbox::insert(&mut tx, &event, &state.sinks).await?;
     tx.commit().await?;
     tracing::info!(order_id = %id, from = %current.status, to = %next, "order status changed");
     Ok(OrderResponse {

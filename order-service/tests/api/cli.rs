@@ -8,20 +8,9 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{ChildStderr, Command};
 
-use crate::helpers::{fresh_database, new_key, sample_order};
+use crate::helpers::{fresh_database, new_key, sample_order, url};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-service");
-
-/// A URL for the options (the tests' own database; no password involved).
-fn url(db: &PgConnectOptions) -> String {
-    format!(
-        "postgres://{}@{}:{}/{}",
-        db.get_username(),
-        db.get_host(),
-        db.get_port(),
-        db.get_database().expect("database name")
-    )
-}
 
 fn command(args: &[&str], db: &PgConnectOptions) -> Command {
     let mut command = Command::new(BIN);
@@ -30,6 +19,7 @@ fn command(args: &[&str], db: &PgConnectOptions) -> Command {
         .env_clear()
         .env("DATABASE_URL", url(db))
         .env("ORDER_SERVICE_LOG_FORMAT", "json")
+        .env("ORDER_SERVICE_SINKS", "none")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

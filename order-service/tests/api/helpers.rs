@@ -3,7 +3,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use order_service::config::{DatabaseConfig, ServeConfig};
+use clap::Parser;
+use order_service::config::{Cli, Command, ServeConfig};
+use order_service::outbox::Relay;
 use order_service::startup::{self, Application};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -17,6 +19,9 @@ pub struct TestApp {
     pub address: String,
     pub pool: PgPool,
     pub client: reqwest::Client,
+    pub config: ServeConfig,
+    /// The outbox relay, present when sinks are on; its loop runs only with `relay_loop`.
+    pub relay: Option<std::sync::Arc<Relay>>,
     shutdown: Option<oneshot::Sender<()>>,
     pub server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -27,6 +32,12 @@ pub struct Options {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Deliver events to DynamoDB and Kafka (this test's own tables and topic).
+    pub sinks: Option<Sinks>,
+    /// Run the relay loop in the background (else tests drive `relay.step()` themselves).
+    pub relay_loop: bool,
+    /// Extra `serve` flags.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -36,7 +47,112 @@ impl Default for Options {
             body_limit_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(5),
+            sinks: None,
+            relay_loop: false,
+            extra_args: Vec::new(),
         }
+    }
+}
+
+/// A test's own DynamoDB tables (by prefix) and Kafka topic, on the given endpoints.
+#[derive(Clone, Debug)]
+pub struct Sinks {
+    pub table_prefix: String,
+    pub topic: String,
+    pub dynamodb_endpoint: String,
+    pub kafka_bootstrap: String,
+}
+
+impl Sinks {
+    /// New names on the stack's moto and Kafka.
+    pub fn fresh() -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        Self {
+            table_prefix: format!("t{}", &id[..12]),
+            topic: format!("test.{}", &id[..12]),
+            dynamodb_endpoint: std::env::var("DYNAMODB_ENDPOINT")
+                .expect("DYNAMODB_ENDPOINT (run `make test`)"),
+            kafka_bootstrap: std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+                .expect("KAFKA_BOOTSTRAP_SERVERS (run `make test`)"),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        [
+            "--sinks",
+            "dynamodb,kafka",
+            "--dynamodb-endpoint",
+            &self.dynamodb_endpoint,
+            "--dynamodb-table-prefix",
+            &self.table_prefix,
+            "--kafka-bootstrap-servers",
+            &self.kafka_bootstrap,
+            "--kafka-topic",
+            &self.topic,
+            "--kafka-timeout",
+            "5s",
+            "--dynamodb-timeout",
+            "2s",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+    }
+}
+
+/// A URL for connect options of the test server (trust auth: no password involved).
+pub fn url(db: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        db.get_username(),
+        db.get_host(),
+        db.get_port(),
+        db.get_database().unwrap_or("postgres")
+    )
+}
+
+/// `serve` configuration as the CLI would parse it.
+pub fn serve_config(db: &PgConnectOptions, options: &Options) -> ServeConfig {
+    let mut args: Vec<String> = [
+        "order-service",
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--database-url",
+        &url(db),
+        "--db-max-connections",
+        "8",
+        "--body-limit-bytes",
+        &options.body_limit_bytes.to_string(),
+        "--request-timeout",
+        &format!("{}ms", options.request_timeout.as_millis()),
+        "--shutdown-timeout",
+        &format!("{}ms", options.shutdown_timeout.as_millis()),
+        "--relay",
+        if options.relay_loop { "true" } else { "false" },
+        "--relay-poll-interval",
+        "100ms",
+        "--relay-min-backoff",
+        "50ms",
+        "--relay-max-backoff",
+        "500ms",
+        "--relay-db-connections",
+        "3",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    match &options.sinks {
+        Some(sinks) => args.extend(sinks.args()),
+        None => args.extend(["--sinks".to_owned(), "none".to_owned()]),
+    }
+    args.extend(options.extra_args.iter().cloned());
+    match Cli::try_parse_from(args)
+        .expect("valid serve flags")
+        .command
+    {
+        Command::Serve(config) => *config,
+        _ => unreachable!("parsed a serve command"),
     }
 }
 
@@ -80,20 +196,16 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 
 /// Serves on an existing pool (e.g. one pointing at an unreachable server).
 pub async fn spawn_on(db: PgConnectOptions, pool: PgPool, options: Options) -> TestApp {
-    let config = ServeConfig {
-        database: DatabaseConfig {
-            database_url: db,
-            db_max_connections: 8,
-            db_acquire_timeout: Duration::from_secs(5),
-        },
-        addr: "127.0.0.1:0".parse().expect("address"),
-        body_limit_bytes: options.body_limit_bytes,
-        request_timeout: options.request_timeout,
-        shutdown_timeout: options.shutdown_timeout,
-    };
+    let config = serve_config(&db, &options);
+    if options.sinks.is_some() {
+        startup::init_local(&config.sinks)
+            .await
+            .expect("create this test's tables and topic");
+    }
     let app = Application::with_pool(&config, pool.clone())
         .await
         .expect("build app");
+    let relay = app.relay();
     let address = format!("http://{}", app.local_addr().expect("bound"));
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
@@ -103,6 +215,8 @@ pub async fn spawn_on(db: PgConnectOptions, pool: PgPool, options: Options) -> T
         address,
         pool,
         client: reqwest::Client::new(),
+        config,
+        relay,
         shutdown: Some(tx),
         server: Some(server),
     }

@@ -3,9 +3,13 @@
 mod helpers;
 
 mod cli;
+mod crash;
 mod create;
 mod errors;
 mod health;
 mod lifecycle;
 mod list;
+mod projections;
+mod sinks;
 mod status;
+mod verify;

@@ -1,0 +1,46 @@
+//! `order-service outbox parked|retry`: what a sink refused for good, and sending it again.
+
+use crate::config::{DatabaseConfig, OutboxCommand};
+use crate::db;
+
+pub async fn run(command: OutboxCommand) -> anyhow::Result<()> {
+    match command {
+        OutboxCommand::Parked(database) => {
+            let mut conn = connect(&database).await?;
+            let parked = db::outbox::list_parked(&mut conn).await?;
+            if parked.is_empty() {
+                println!("no parked deliveries");
+            }
+            for p in parked {
+                println!(
+                    "{}  {:<8}  {:<22}  order {} v{}  attempts {}  {}\n    {}",
+                    p.event_id,
+                    p.sink,
+                    p.event_type,
+                    p.order_id,
+                    p.order_version,
+                    p.attempts,
+                    p.created_at.to_rfc3339(),
+                    p.last_error.unwrap_or_default()
+                );
+            }
+        }
+        OutboxCommand::Retry { database, event_id } => {
+            let mut conn = connect(&database).await?;
+            let count = db::outbox::retry_parked(&mut conn, event_id).await?;
+            println!("{count} parked deliveries are pending again");
+        }
+    }
+    Ok(())
+}
+
+async fn connect(
+    database: &DatabaseConfig,
+) -> anyhow::Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    let pool = db::pool(
+        database.database_url.clone(),
+        1,
+        database.db_acquire_timeout,
+    );
+    Ok(pool.acquire().await?)
+}

@@ -1,0 +1,175 @@
+//! The versioned event envelope every sink receives, and the events an order change produces.
+//!
+//! Pure: no database, no SDKs. `docs/events.md` is the catalogue; within a schema version only
+//! optional fields are ever added.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{Order, OrderStatus};
+
+/// The schema version this build writes, and the only one it can publish.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Who made a change through the HTTP API.
+pub const ACTOR_API: &str = "api";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "order.created")]
+    OrderCreated,
+    #[serde(rename = "order.status_changed")]
+    OrderStatusChanged,
+    #[serde(rename = "order.cancelled")]
+    OrderCancelled,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 3] = [
+        Self::OrderCreated,
+        Self::OrderStatusChanged,
+        Self::OrderCancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OrderCreated => "order.created",
+            Self::OrderStatusChanged => "order.status_changed",
+            Self::OrderCancelled => "order.cancelled",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == value)
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What changed. The same shape for every event type of schema version 1; `order` is set on
+/// `order.created` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPayload {
+    /// The status the order is in after this change.
+    pub status: OrderStatus,
+    /// The status before; absent on `order.created`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<OrderStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who made the change (`api`, later `saga`).
+    pub actor: String,
+    pub customer_id: String,
+    pub currency: String,
+    pub total_minor: i64,
+    /// The whole order as created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<Box<Order>>,
+}
+
+/// One event as published to every sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub event_id: Uuid,
+    pub event_type: EventType,
+    pub schema_version: i32,
+    pub order_id: Uuid,
+    pub order_version: i64,
+    pub occurred_at: DateTime<Utc>,
+    /// The request id of the change, for following it across systems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    pub payload: EventPayload,
+}
+
+impl EventEnvelope {
+    /// `order.created`, for a freshly inserted order.
+    pub fn order_created(order: &Order, trace_id: Option<String>) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type: EventType::OrderCreated,
+            schema_version: SCHEMA_VERSION,
+            order_id: order.id,
+            order_version: order.version,
+            occurred_at: order.created_at,
+            trace_id,
+            payload: EventPayload {
+                status: order.status,
+                previous_status: None,
+                reason: None,
+                actor: ACTOR_API.to_owned(),
+                customer_id: order.customer_id.clone(),
+                currency: order.currency.clone(),
+                total_minor: order.total_minor,
+                order: Some(Box::new(order.clone())),
+            },
+        }
+    }
+
+    /// `order.cancelled` when the order moved to CANCELLED, else `order.status_changed`.
+    pub fn status_changed(
+        order: &Order,
+        previous: OrderStatus,
+        actor: &str,
+        trace_id: Option<String>,
+    ) -> Self {
+        let event_type = if order.status == OrderStatus::Cancelled {
+            EventType::OrderCancelled
+        } else {
+            EventType::OrderStatusChanged
+        };
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type,
+            schema_version: SCHEMA_VERSION,
+            order_id: order.id,
+            order_version: order.version,
+            occurred_at: order.updated_at,
+            trace_id,
+            payload: EventPayload {
+                status: order.status,
+                previous_status: Some(previous),
+                reason: order.status_reason.clone(),
+                actor: actor.to_owned(),
+                customer_id: order.customer_id.clone(),
+                currency: order.currency.clone(),
+                total_minor: order.total_minor,
+                order: None,
+            },
+        }
+    }
+}
+
+/// The hour bucket of a time, `YYYY-MM-DDTHH` in UTC: the sort key of the status counters.
+pub fn hour_bucket(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_round_trip_through_their_wire_names() {
+        for t in EventType::ALL {
+            assert_eq!(EventType::parse(t.as_str()), Some(t));
+            assert_eq!(serde_json::to_value(t).unwrap(), t.as_str());
+        }
+        assert_eq!(EventType::parse("order.deleted"), None);
+    }
+
+    #[test]
+    fn hour_buckets_are_utc_hours() {
+        let at = DateTime::parse_from_rfc3339("2026-11-22T23:59:59.999+02:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(hour_bucket(at), "2026-11-22T21");
+    }
+}
