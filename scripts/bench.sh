@@ -18,6 +18,9 @@ psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)"
 psql "$DATABASE_URL" -qc "CREATE DATABASE $bench_db"
 export DATABASE_URL="${DATABASE_URL%/*}/$bench_db"
 "$bin" migrate >/dev/null
+# Tables and topic of their own, so the figures do not mix with `make run`'s.
+export ORDER_SERVICE_TABLE_PREFIX=bench-$(date +%s) ORDER_SERVICE_EVENTS_TOPIC=bench.events.$(date +%s)
+"$bin" init-local >/dev/null
 
 addr=${BENCH_ADDR:-127.0.0.1:18080}
 mkdir -p "$ROOT/target/bench"

@@ -14,6 +14,8 @@ bin="$CARGO_TARGET_DIR/debug/order-service"
 
 say "applying migrations"
 "$bin" migrate
+say "creating the DynamoDB tables and Kafka topic when missing"
+"$bin" init-local
 export ORDER_SERVICE_ADDR=${ORDER_SERVICE_ADDR:-127.0.0.1:8080}
 say "serving on http://$ORDER_SERVICE_ADDR (docs: http://$ORDER_SERVICE_ADDR/docs); Ctrl-C stops"
 # Not exec: the EXIT trap must run after the service stops so the stack goes down too.

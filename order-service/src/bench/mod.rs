@@ -17,6 +17,8 @@ use crate::db;
 use crate::domain::{IdempotencyKey, NewOrder, RequestFingerprint};
 use crate::http::extract::from_json_value;
 use crate::http::orders::CreateOrderRequest;
+use crate::outbox::envelope::EventEnvelope;
+use crate::outbox::Sink;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchConfig {
@@ -33,7 +35,10 @@ pub struct BenchConfig {
     /// How long each phase runs.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
-    /// The service's database, for the direct-SQL phase.
+    /// How long to wait for the relay to deliver everything after the load.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// The service's database, for the relay figures and the direct-SQL phase.
     #[command(flatten)]
     pub database: DatabaseConfig,
 }
@@ -109,10 +114,12 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         "phase", "ok", "errors", "per_sec", "p50_ms", "p95_ms", "p99_ms"
     );
 
+    let started = chrono::Utc::now();
     let (create, created) = http_creates(&http, &base, &config).await;
     create.print();
     let status = http_status_changes(&http, &base, &config, created).await;
     status.print();
+    relay_figures(&pool, started, config.drain_timeout).await?;
     let raw = sql_creates(&pool, &config).await?;
     raw.print();
     println!(
@@ -248,7 +255,77 @@ async fn http_status_changes(
     result
 }
 
-/// The handler's create transaction, minus HTTP: claim the key, insert the order, commit.
+/// Lag from commit to delivery of one sink, in seconds.
+#[derive(sqlx::FromRow)]
+struct SinkLag {
+    sink: String,
+    delivered: i64,
+    p50: Option<f64>,
+    p99: Option<f64>,
+    max: Option<f64>,
+}
+
+/// Waits for the relay to deliver every event of the run, then prints per sink the lag from
+/// commit to delivery (p50, p99, max) and how long the backlog took to drain after the load.
+async fn relay_figures(
+    pool: &sqlx::PgPool,
+    since: chrono::DateTime<chrono::Utc>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let load_ended = Instant::now();
+    let deadline = load_ended + timeout;
+    let mut peak_backlog = 0i64;
+    loop {
+        let backlog: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox_deliveries WHERE state = 'pending'")
+                .fetch_one(pool)
+                .await?;
+        peak_backlog = peak_backlog.max(backlog);
+        if backlog == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            println!("relay: {backlog} deliveries still pending {timeout:?} after the load; figures below are partial");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "relay: backlog when the load ended {peak_backlog}, drained {:.2} s later",
+        load_ended.elapsed().as_secs_f64()
+    );
+    let rows: Vec<SinkLag> = sqlx::query_as(
+        "SELECT d.sink, count(*) AS delivered,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.delivered_at - e.created_at)) AS p50,
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.delivered_at - e.created_at)) AS p99,
+                max(extract(epoch FROM d.delivered_at - e.created_at))::float8 AS max
+         FROM outbox_deliveries d JOIN outbox_events e ON e.id = d.event_id
+         WHERE d.state = 'delivered' AND e.created_at >= $1
+         GROUP BY d.sink ORDER BY d.sink",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    for SinkLag {
+        sink,
+        delivered,
+        p50,
+        p99,
+        max,
+    } in rows
+    {
+        println!(
+            "relay lag {sink:<8} delivered {delivered:>7}  p50 {:.3} s  p99 {:.3} s  max {:.3} s",
+            p50.unwrap_or(0.0),
+            p99.unwrap_or(0.0),
+            max.unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+/// The handler's create transaction, minus HTTP: claim the key, insert the order and its
+/// outbox event, commit.
 async fn sql_creates(pool: &sqlx::PgPool, config: &BenchConfig) -> anyhow::Result<PhaseResult> {
     let orders: Vec<NewOrder> = (0..config.clients)
         .map(|client| from_json_value::<CreateOrderRequest>(order_body(client, 0))?.parse())
@@ -271,7 +348,9 @@ async fn sql_creates(pool: &sqlx::PgPool, config: &BenchConfig) -> anyhow::Resul
                 let mut tx = pool.begin().await?;
                 let id = Uuid::now_v7();
                 anyhow::ensure!(db::idempotency::claim(&mut tx, &key, &fingerprint, id).await?);
-                db::orders::insert(&mut tx, id, &orders[client]).await?;
+                let order = db::orders::insert(&mut tx, id, &orders[client]).await?;
+                let event = EventEnvelope::order_created(&order, None);
+                db::outbox::insert(&mut tx, &event, &Sink::ALL).await?;
                 tx.commit().await?;
                 Ok(None)
             }

@@ -51,6 +51,11 @@ pub async fn insert(
     .bind(names)
     .execute(&mut *conn)
     .await?;
+    notify(conn).await
+}
+
+/// Wakes the relays once the caller's transaction commits (NOTIFY is transactional).
+async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(NOTIFY_CHANNEL)
         .execute(conn)
@@ -232,10 +237,7 @@ pub async fn retry_parked(
     .bind(event_id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
-        .execute(conn)
-        .await?;
+    notify(conn).await?;
     Ok(done.rows_affected())
 }
 

@@ -20,6 +20,7 @@ use crate::db;
 use crate::domain::OrderStatus;
 use crate::dynamodb::{CounterTotal, HistoryEntry};
 use crate::outbox::envelope::hour_bucket;
+use crate::outbox::DynamoDbProjection;
 
 /// The longest range `/v1/stats/status` sums over.
 const MAX_STATS_RANGE_DAYS: i64 = 31;
@@ -62,17 +63,12 @@ fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::InvalidQuery("the cursor is not one this service issued".into()))
 }
 
-fn history_store(state: &AppState) -> Result<&crate::dynamodb::StatusHistoryStore, ApiError> {
-    state
-        .projections
-        .dynamodb
-        .as_ref()
-        .map(|d| &d.history)
-        .ok_or_else(|| {
-            ApiError::ProjectionUnavailable(
-                "the DynamoDB sink is not configured in this service".into(),
-            )
-        })
+fn dynamodb(state: &AppState) -> Result<&DynamoDbProjection, ApiError> {
+    state.projections.dynamodb.as_ref().ok_or_else(|| {
+        ApiError::ProjectionUnavailable(
+            "the DynamoDB sink is not configured in this service".into(),
+        )
+    })
 }
 
 /// An order's status history (from DynamoDB), newest first.
@@ -97,7 +93,7 @@ pub(crate) async fn order_history(
         )));
     }
     let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let store = history_store(&state)?;
+    let store = &dynamodb(&state)?.history;
     let mut conn = state.pool.acquire().await?;
     if !db::orders::exists(&mut conn, id).await? {
         return Err(ApiError::OrderNotFound(id));
@@ -156,16 +152,7 @@ pub(crate) async fn status_stats(
             "the range may span at most {MAX_STATS_RANGE_DAYS} days"
         )));
     }
-    let counters = &state
-        .projections
-        .dynamodb
-        .as_ref()
-        .ok_or_else(|| {
-            ApiError::ProjectionUnavailable(
-                "the DynamoDB sink is not configured in this service".into(),
-            )
-        })?
-        .counters;
+    let counters = &dynamodb(&state)?.counters;
     let first_hour = hour_bucket(query.from);
     let last_hour = hour_bucket(query.to - Duration::microseconds(1));
     let statuses = counters

@@ -1,7 +1,6 @@
 //! `kill -9` of the service in the middle of a stream of writes: clients retry with their
 //! idempotency keys; nothing is lost or duplicated in PostgreSQL, DynamoDB or Kafka.
 
-use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::process::{Child, Command};
 
 use crate::helpers::{fresh_database, sample_order, serve_config, url, wait_until, Options, Sinks};
-use crate::sinks::{consume_until, dedupe};
+use crate::sinks::{consume_until, dedupe, versions_per_order};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-service");
 const ORDERS: usize = 40;
@@ -237,13 +236,7 @@ async fn kill_9_mid_stream_loses_and_duplicates_nothing() {
         dedupe(r).len() >= 2 * ORDERS
     })
     .await;
-    let mut per_order: HashMap<String, Vec<i64>> = HashMap::new();
-    for record in dedupe(&records) {
-        per_order
-            .entry(record.order_id())
-            .or_default()
-            .push(record.version());
-    }
+    let per_order = versions_per_order(&records);
     assert_eq!(per_order.len(), ORDERS);
     assert!(per_order.values().all(|v| v == &[1, 2]), "{per_order:?}");
 

@@ -263,6 +263,29 @@ impl TestApp {
         response.json().await.expect("order json")
     }
 
+    /// The stored order, as `GET /v1/orders/{id}` returns it.
+    pub async fn order_json(&self, id: &str) -> Value {
+        self.get(&format!("/v1/orders/{id}"))
+            .await
+            .json()
+            .await
+            .expect("order json")
+    }
+
+    /// Creates an order from `body` and moves it through `statuses` (each step with If-Match);
+    /// returns its id.
+    pub async fn advance(&self, body: &Value, statuses: &[&str]) -> String {
+        let order = self.create_order(body).await;
+        let id = order["id"].as_str().expect("id").to_owned();
+        for (i, status) in statuses.iter().enumerate() {
+            let tag = format!("\"{}\"", i + 1);
+            let change = json!({"status": status, "reason": format!("to {status}")});
+            let response = self.change_status(&id, Some(&tag), &change).await;
+            assert_eq!(response.status(), StatusCode::OK, "{id} to {status}");
+        }
+        id
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.client
             .get(self.url(path))

@@ -21,6 +21,19 @@ async fn lock_order(app: &TestApp, id: &str) -> sqlx::Transaction<'static, sqlx:
     tx
 }
 
+/// Sends `CONFIRMED` for the order in the background (it blocks while the row is locked).
+fn spawn_confirm(
+    app: &TestApp,
+    id: &str,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let request = app
+        .client
+        .post(app.url(&format!("/v1/orders/{id}/status")))
+        .header("if-match", "\"1\"")
+        .json(&json!({"status": "CONFIRMED"}));
+    tokio::spawn(async move { request.send().await })
+}
+
 /// Waits until PostgreSQL shows a backend waiting on a lock.
 async fn wait_for_blocked_request(app: &TestApp) {
     let pool = app.pool.clone();
@@ -46,14 +59,7 @@ async fn shutdown_drains_in_flight_requests_and_refuses_new_ones() {
     let id = order["id"].as_str().unwrap().to_owned();
 
     let lock = lock_order(&app, &id).await;
-    let in_flight = tokio::spawn({
-        let request = app
-            .client
-            .post(app.url(&format!("/v1/orders/{id}/status")))
-            .header("if-match", "\"1\"")
-            .json(&json!({"status": "CONFIRMED"}));
-        async move { request.send().await }
-    });
+    let in_flight = spawn_confirm(&app, &id);
     wait_for_blocked_request(&app).await;
 
     app.signal_shutdown();
@@ -99,14 +105,7 @@ async fn shutdown_gives_up_on_requests_that_outlive_the_drain_bound() {
         .await
         .unwrap();
 
-    let _stuck = tokio::spawn({
-        let request = app
-            .client
-            .post(app.url(&format!("/v1/orders/{id}/status")))
-            .header("if-match", "\"1\"")
-            .json(&json!({"status": "CONFIRMED"}));
-        async move { request.send().await }
-    });
+    let _stuck = spawn_confirm(&app, &id);
     wait_for_blocked_request(&app).await;
 
     let started = Instant::now();

@@ -1,7 +1,6 @@
 //! Hybrid persistence: every change reaches DynamoDB (history, counters) and Kafka through the
 //! outbox, exactly once and in version order.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use serde_json::{json, Value};
 use crate::helpers::{
     problem, problem_type, sample_order, spawn_app_with, Options, Sinks, TestApp,
 };
-use crate::sinks::{consume_until, dedupe, dynamodb, pending};
+use crate::sinks::{consume_until, dedupe, dynamodb, pending, versions_per_order};
 
 async fn app_with_sinks() -> TestApp {
     spawn_app_with(Options {
@@ -23,24 +22,6 @@ async fn app_with_sinks() -> TestApp {
         ..Options::default()
     })
     .await
-}
-
-/// Creates an order and moves it through `statuses`; returns its id.
-async fn order_through(app: &TestApp, body: &Value, statuses: &[&str]) -> String {
-    let order = app.create_order(body).await;
-    let id = order["id"].as_str().expect("id").to_owned();
-    for (i, status) in statuses.iter().enumerate() {
-        let tag = format!("\"{}\"", i + 1);
-        let response = app
-            .change_status(
-                &id,
-                Some(&tag),
-                &json!({"status": status, "reason": format!("to {status}")}),
-            )
-            .await;
-        assert_eq!(response.status(), StatusCode::OK, "{id} to {status}");
-    }
-    id
 }
 
 async fn drain(app: &TestApp) {
@@ -55,14 +36,14 @@ async fn drain(app: &TestApp) {
 #[tokio::test]
 async fn every_change_yields_one_history_item_and_one_kafka_event_in_version_order() {
     let app = app_with_sinks().await;
-    let a = order_through(
-        &app,
-        &sample_order(),
-        &["CONFIRMED", "PROCESSING", "SHIPPED", "DELIVERED"],
-    )
-    .await;
-    let b = order_through(&app, &sample_order(), &["CANCELLED"]).await;
-    let c = order_through(&app, &sample_order(), &[]).await;
+    let a = app
+        .advance(
+            &sample_order(),
+            &["CONFIRMED", "PROCESSING", "SHIPPED", "DELIVERED"],
+        )
+        .await;
+    let b = app.advance(&sample_order(), &["CANCELLED"]).await;
+    let c = app.advance(&sample_order(), &[]).await;
     assert_eq!(pending(&app, "dynamodb").await, 8);
     drain(&app).await;
     assert_eq!(pending(&app, "dynamodb").await, 0);
@@ -103,7 +84,6 @@ async fn every_change_yields_one_history_item_and_one_kafka_event_in_version_ord
     })
     .await;
     assert_eq!(records.len(), 8, "no duplicates were published");
-    let mut per_order: HashMap<String, Vec<i64>> = HashMap::new();
     for record in &records {
         assert_eq!(record.key, record.order_id(), "keyed by order id");
         assert_eq!(
@@ -116,11 +96,8 @@ async fn every_change_yields_one_history_item_and_one_kafka_event_in_version_ord
             record.headers.contains_key("trace_id"),
             "the request id travels with the event"
         );
-        per_order
-            .entry(record.order_id())
-            .or_default()
-            .push(record.version());
     }
+    let per_order = versions_per_order(&records);
     assert_eq!(per_order[&a], [1, 2, 3, 4, 5]);
     assert_eq!(per_order[&b], [1, 2]);
     let cancelled = records
@@ -136,12 +113,9 @@ async fn every_change_yields_one_history_item_and_one_kafka_event_in_version_ord
 #[tokio::test]
 async fn the_history_endpoint_pages_newest_first() {
     let app = app_with_sinks().await;
-    let id = order_through(
-        &app,
-        &sample_order(),
-        &["CONFIRMED", "PROCESSING", "SHIPPED"],
-    )
-    .await;
+    let id = app
+        .advance(&sample_order(), &["CONFIRMED", "PROCESSING", "SHIPPED"])
+        .await;
     drain(&app).await;
 
     let first: Value = app
@@ -191,9 +165,10 @@ async fn status_stats_sum_hourly_counters_per_status_and_currency() {
     let app = app_with_sinks().await;
     let mut usd = sample_order();
     usd["currency"] = json!("USD");
-    order_through(&app, &sample_order(), &["CONFIRMED"]).await;
-    order_through(&app, &sample_order(), &["CONFIRMED", "CANCELLED"]).await;
-    order_through(&app, &usd, &[]).await;
+    app.advance(&sample_order(), &["CONFIRMED"]).await;
+    app.advance(&sample_order(), &["CONFIRMED", "CANCELLED"])
+        .await;
+    app.advance(&usd, &[]).await;
     drain(&app).await;
 
     let now = Utc::now();
@@ -253,7 +228,7 @@ async fn status_stats_sum_hourly_counters_per_status_and_currency() {
 #[tokio::test]
 async fn counters_stay_exact_when_a_delivery_is_retried_after_a_crash() {
     let app = app_with_sinks().await;
-    order_through(&app, &sample_order(), &[]).await;
+    app.advance(&sample_order(), &[]).await;
     let projection = dynamodb(&app).await;
 
     // A relay claims the event and writes DynamoDB, then "crashes" before recording the
@@ -288,8 +263,7 @@ async fn two_relays_keep_each_orders_events_in_version_order() {
     let mut ids = Vec::new();
     for _ in 0..12 {
         ids.push(
-            order_through(
-                &app,
+            app.advance(
                 &sample_order(),
                 &["CONFIRMED", "PROCESSING", "SHIPPED", "DELIVERED"],
             )
@@ -342,13 +316,7 @@ async fn two_relays_keep_each_orders_events_in_version_order() {
         ..Sinks::fresh()
     };
     let records = consume_until(&topic, Duration::from_secs(30), |r| dedupe(r).len() >= 60).await;
-    let mut per_order: HashMap<String, Vec<i64>> = HashMap::new();
-    for record in dedupe(&records) {
-        per_order
-            .entry(record.order_id())
-            .or_default()
-            .push(record.version());
-    }
+    let per_order = versions_per_order(&records);
     for id in &ids {
         assert_eq!(
             per_order[id],
@@ -361,7 +329,7 @@ async fn two_relays_keep_each_orders_events_in_version_order() {
 #[tokio::test]
 async fn an_event_this_build_cannot_publish_is_parked_and_blocks_nothing() {
     let app = app_with_sinks().await;
-    let id = order_through(&app, &sample_order(), &[]).await;
+    let id = app.advance(&sample_order(), &[]).await;
     // An event written by a newer build (schema version 99) for another order.
     let stranger = uuid::Uuid::now_v7();
     let mut tx = app.pool.begin().await.unwrap();
@@ -429,7 +397,7 @@ async fn an_event_this_build_cannot_publish_is_parked_and_blocks_nothing() {
 #[tokio::test]
 async fn metrics_show_the_backlog_and_its_age_per_sink() {
     let app = app_with_sinks().await;
-    order_through(&app, &sample_order(), &["CONFIRMED"]).await;
+    app.advance(&sample_order(), &["CONFIRMED"]).await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(r#"order_service_outbox_backlog{sink="dynamodb"} 2"#),
@@ -463,7 +431,7 @@ async fn delivered_events_are_deleted_after_the_retention_and_undelivered_ones_k
         ..Options::default()
     })
     .await;
-    order_through(&app, &sample_order(), &["CONFIRMED"]).await;
+    app.advance(&sample_order(), &["CONFIRMED"]).await;
     let relay = app.relay.as_ref().unwrap();
     // Only Kafka delivered so far: nothing may be deleted yet.
     while relay.step(Sink::Kafka).await.unwrap().claimed() > 0 {}
@@ -483,7 +451,7 @@ async fn the_background_relay_delivers_without_being_driven() {
         ..Options::default()
     })
     .await;
-    let id = order_through(&app, &sample_order(), &["CONFIRMED"]).await;
+    let id = app.advance(&sample_order(), &["CONFIRMED"]).await;
     crate::helpers::wait_until(
         Duration::from_secs(20),
         "the relay to deliver both events",

@@ -106,6 +106,18 @@ pub fn dedupe(records: &[Consumed]) -> Vec<Consumed> {
         .collect()
 }
 
+/// The versions of each order's events, deduplicated, in the order they were read.
+pub fn versions_per_order(records: &[Consumed]) -> HashMap<String, Vec<i64>> {
+    let mut per_order: HashMap<String, Vec<i64>> = HashMap::new();
+    for record in dedupe(records) {
+        per_order
+            .entry(record.order_id())
+            .or_default()
+            .push(record.version());
+    }
+    per_order
+}
+
 /// The DynamoDB side of an app, read through the service's stores.
 pub async fn dynamodb(app: &TestApp) -> DynamoDbProjection {
     startup::projections(&app.config.sinks)

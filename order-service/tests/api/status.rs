@@ -26,12 +26,7 @@ async fn an_order_moves_through_its_whole_lifecycle_with_if_match() {
         assert_eq!(order["version"], version as i64 + 2);
         assert_eq!(order["status_reason"], "step");
     }
-    let stored: Value = app
-        .get(&format!("/v1/orders/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let stored: Value = app.order_json(id).await;
     assert_eq!(stored["status"], "DELIVERED");
 }
 
@@ -47,12 +42,7 @@ async fn a_transition_the_machine_refuses_is_a_409_listing_the_allowed_states() 
     assert_eq!(problem_type(&body), "invalid-status-transition");
     assert_eq!(body["current_status"], "PENDING");
     assert_eq!(body["allowed_next"], json!(["CONFIRMED", "CANCELLED"]));
-    let stored: Value = app
-        .get(&format!("/v1/orders/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let stored: Value = app.order_json(id).await;
     assert_eq!(stored["version"], 1, "nothing changed");
 }
 
@@ -126,12 +116,7 @@ async fn of_two_racing_updates_with_the_same_if_match_exactly_one_wins() {
         let mut statuses = [a.status(), b.status()];
         statuses.sort();
         assert_eq!(statuses, [StatusCode::OK, StatusCode::PRECONDITION_FAILED]);
-        let stored: Value = app
-            .get(&format!("/v1/orders/{id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let stored: Value = app.order_json(id).await;
         assert_eq!(stored["version"], 2, "exactly one change applied");
     }
 }
