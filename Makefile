@@ -1,12 +1,15 @@
 # The two commands that matter: `make run` and `make test`. Everything else is for hand use.
-.PHONY: help run test bench lint fmt stack-up stack-down stack-status
+.PHONY: help run test bench lint fmt stack-up stack-down stack-status cluster-up cluster-down cluster-status
 
 help:
 	@echo "make run           start the local stack and serve the order API on 127.0.0.1:8080"
-	@echo "make test          start the local stack and run every test suite"
+	@echo "make test          start the local stack and control plane, run every test suite"
 	@echo "make bench         release build + load test against the local stack (docs/performance.md)"
 	@echo "make lint          cargo fmt --check and clippy -D warnings, as CI runs them"
 	@echo "make stack-up|stack-down|stack-status   the local stack alone (scripts/stack.sh)"
+	@echo "make cluster-up|cluster-down|cluster-status   the local Kubernetes control plane alone"
+	@echo "                   (scripts/cluster.sh; builds its binaries on first use; then"
+	@echo "                   eval \"\$$(scripts/cluster.sh env)\" for kubectl and cargo test)"
 
 run:
 	scripts/run.sh
@@ -32,3 +35,12 @@ stack-down:
 
 stack-status:
 	scripts/stack.sh status
+
+cluster-up:
+	scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
+cluster-status:
+	scripts/cluster.sh status

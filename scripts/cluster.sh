@@ -21,7 +21,7 @@ FAIL_LABEL=orders.dev/simulate
 KCM_CONTROLLERS=deployment-controller,replicaset-controller,job-controller,garbage-collector-controller
 KCM_CONTROLLERS+=,namespace-controller,serviceaccount-controller,serviceaccount-token-controller
 KCM_CONTROLLERS+=,node-lifecycle-controller,root-ca-certificate-publisher-controller
-KCM_CONTROLLERS+=,ttl-after-finished-controller
+KCM_CONTROLLERS+=,ttl-after-finished-controller,resourcequota-controller,disruption-controller
 KUBECONFIG_OUT="$STATE/kubeconfig"
 # kwokctl keeps its config (kwok.yaml), cluster state, PKI, pid files and logs here.
 export KWOK_WORKDIR="$STATE/kwok"
@@ -86,7 +86,8 @@ componentsPatches:
 - name: kube-controller-manager
   extraArgs:
   # node-lifecycle removes the node.kubernetes.io/not-ready taint the apiserver's admission puts
-  # on new nodes (without it nothing schedules); ttl-after-finished cleans up finished Jobs.
+  # on new nodes (without it nothing schedules); ttl-after-finished cleans up finished Jobs;
+  # resourcequota fills quota usage (tests hold a Job back with a quota); disruption fills PDB status.
   - key: controllers
     value: $KCM_CONTROLLERS
 EOF

@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# `make test`: bring the stack up, run every test suite against it, stop what was started.
+# `make test`: bring the stack and the local Kubernetes control plane up, run every test suite
+# against them, stop what was started.
 set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 
 ensure_rust
 with_stack
+
+# The operator's suites need the control plane (scripts/cluster.sh; its binaries are built on first
+# use). As with the stack, `down` on exit only when this run found it not running.
+if ! "$ROOT/scripts/cluster.sh" status >/dev/null 2>&1; then
+  # shellcheck disable=SC2016 # expanded when the cleanup runs
+  on_exit '"$ROOT/scripts/cluster.sh" down'
+fi
+"$ROOT/scripts/cluster.sh" up
+eval "$("$ROOT/scripts/cluster.sh" env)"
 
 # Each test makes its own database `test_<uuid>`; drop those an earlier run left behind.
 say "dropping test databases of earlier runs"

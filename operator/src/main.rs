@@ -1,20 +1,30 @@
-//! `order-operator`: the Kubernetes controller for `OrderPlatform` resources.
-//!
-//! The CRD, the reconciler and `plan`/`apply` arrive with their issues; until then the binary
-//! only documents itself so the workspace layout is in place.
+//! `order-operator`: wiring only.
+
+use std::io::IsTerminal;
 
 use clap::Parser;
+use kube::CustomResourceExt;
+use order_operator::config::{Cli, Command};
+use order_operator::crd::OrderPlatform;
+use tracing_subscriber::EnvFilter;
 
-/// Kubernetes operator for the order platform (`platform.orders.dev/v1alpha1`).
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {}
-
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    println!(
-        "order-operator {}: no subcommands yet",
-        env!("CARGO_PKG_VERSION")
-    );
-    Ok(())
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log_level)?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        logs.init();
+    } else {
+        logs.json().flatten_event(true).init();
+    }
+    match cli.command {
+        Command::Crd => {
+            print!("{}", serde_yaml::to_string(&OrderPlatform::crd())?);
+            Ok(())
+        }
+        Command::Run(config) => order_operator::run::run(config).await,
+    }
 }

@@ -73,6 +73,13 @@ impl StatusCounterStore {
         currency: &str,
         amount_minor: i64,
     ) -> Result<Recorded, DeliveryError> {
+        // A redelivery usually finds its marker: one consistent read is cheaper than a
+        // transaction that fails its condition (and, on moto, a cancelled transaction restores
+        // a whole-table snapshot, erasing concurrent writes; see docs/local-stack.md). The
+        // condition below still settles the rare race of two deliveries at once.
+        if self.marker_exists(event_id).await? {
+            return Ok(Recorded::AlreadyCounted);
+        }
         let expires_at = Utc::now().timestamp() + self.marker_ttl.as_secs() as i64;
         let marker = Put::builder()
             .table_name(&self.table)
@@ -108,6 +115,22 @@ impl StatusCounterStore {
             Err(error) if marker_existed(&error) => Ok(Recorded::AlreadyCounted),
             Err(error) => Err(classify(&error)),
         }
+    }
+
+    async fn marker_exists(&self, event_id: Uuid) -> Result<bool, DeliveryError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(TABLE.partition_key.name, s(marker_key(event_id)))
+            .key(TABLE.sort_key.name, s("#"))
+            .consistent_read(true)
+            .projection_expression("#pk")
+            .expression_attribute_names("#pk", TABLE.partition_key.name)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(output.item().is_some())
     }
 
     /// Sums the counters of every status over the hour buckets `first..=last`

@@ -1,0 +1,74 @@
+//! Command line and environment of `order-operator`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Kubernetes operator for the order platform (`platform.orders.dev/v1alpha1`).
+#[derive(Debug, Parser)]
+#[command(name = "order-operator", version, about)]
+pub struct Cli {
+    /// Log filter, in `tracing` EnvFilter syntax.
+    #[arg(
+        long,
+        env = "ORDER_OPERATOR_LOG",
+        default_value = "info",
+        global = true
+    )]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller (in-cluster config, or the current kubeconfig).
+    Run(RunConfig),
+    /// Print the OrderPlatform CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunConfig {
+    /// Address of `/livez`, `/readyz` and `/metrics`.
+    #[arg(
+        long,
+        env = "ORDER_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub metrics_addr: SocketAddr,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "ORDER_OPERATOR_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// Namespace of the leader-election Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "ORDER_OPERATOR_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "ORDER_OPERATOR_LEASE_NAME",
+        default_value = "order-operator-leader"
+    )]
+    pub lease_name: String,
+    /// How long a leader's Lease lasts without renewal; a standby takes over after it.
+    #[arg(long, env = "ORDER_OPERATOR_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// This replica's identity in the Lease (default: the pod name, else host name and pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How often a healthy platform is re-checked for drift.
+    #[arg(long, env = "ORDER_OPERATOR_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub resync: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

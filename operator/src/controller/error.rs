@@ -1,0 +1,56 @@
+//! The controller's errors: transient failures that go through backoff. Each has one stable
+//! CamelCase reason, used as the metric label and the Event reason.
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("applying {kind} {name}")]
+    Apply {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading {what}")]
+    Observe {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {what}")]
+    Delete {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("updating the status")]
+    Status(#[source] kube::Error),
+    #[error("finalizer")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("the OrderPlatform has no namespace")]
+    MissingNamespace,
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Apply { .. } => "ApplyFailed",
+            Self::Observe { .. } => "ObserveFailed",
+            Self::Delete { .. } => "DeleteFailed",
+            Self::Status(_) => "StatusUpdateFailed",
+            Self::Finalizer(_) => "FinalizerFailed",
+            Self::MissingNamespace => "MissingNamespace",
+        }
+    }
+}
+
+/// The whole `source()` chain on one line, for logs and Event notes.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

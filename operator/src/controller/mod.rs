@@ -1,0 +1,163 @@
+//! The OrderPlatform controller: `Context`, the controller loop, and the error policy.
+//! The reconcile script itself is in `reconcile.rs`; objects are built in `build/`.
+
+pub mod build;
+mod error;
+mod reconcile;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client, ResourceExt};
+
+pub use error::{error_chain, Error};
+pub use reconcile::{reconcile, FIELD_MANAGER, FINALIZER};
+
+use crate::crd::OrderPlatform;
+use crate::metrics::Metrics;
+
+/// What every reconcile can reach.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per object, for per-object exponential backoff.
+    failures: Mutex<HashMap<String, usize>>,
+    /// The last Warning per object, as (reason, generation): the watch cache can hand the next
+    /// reconcile a status older than the one just written, so a flip seen twice warns once.
+    warned: Mutex<HashMap<String, (String, Option<i64>)>>,
+    /// How often a healthy platform is re-checked for drift.
+    pub resync: Duration,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        reporter: Reporter,
+        metrics: Arc<Metrics>,
+        resync: Duration,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashMap::new()),
+            resync,
+        }
+    }
+
+    fn key(platform: &OrderPlatform) -> String {
+        format!(
+            "{}/{}",
+            platform.namespace().unwrap_or_default(),
+            platform.name_any()
+        )
+    }
+
+    pub(crate) fn succeeded(&self, platform: &OrderPlatform) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&Self::key(platform));
+        }
+    }
+
+    /// True the first time `reason` is seen for this object at this generation.
+    pub(crate) fn first_warning(&self, platform: &OrderPlatform, reason: &str) -> bool {
+        let Ok(mut warned) = self.warned.lock() else {
+            return true;
+        };
+        let value = (reason.to_owned(), platform.metadata.generation);
+        warned.insert(Self::key(platform), value.clone()).as_ref() != Some(&value)
+    }
+
+    /// Counts a failure and returns the backoff before the next attempt.
+    fn failed(&self, platform: &OrderPlatform) -> Duration {
+        let attempt = match self.failures.lock() {
+            Ok(mut failures) => {
+                let count = failures.entry(Self::key(platform)).or_insert(0);
+                *count += 1;
+                *count
+            }
+            Err(_) => 1,
+        };
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(300))
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(attempt - 1)
+            .unwrap_or(Duration::from_secs(300))
+    }
+}
+
+/// Transient errors back off exponentially per object (user errors never get here: they set a
+/// condition and wait for a spec change).
+pub fn error_policy(platform: Arc<OrderPlatform>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.failed(&platform);
+    ctx.metrics.reconcile_failed(error.reason());
+    tracing::warn!(
+        platform = %Context::key(&platform),
+        reason = error.reason(),
+        error = %error_chain(error),
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// Runs the controller until `shutdown` resolves. Watches OrderPlatforms (in `namespace`, or
+/// everywhere) and the children it owns, so deleting or changing a child triggers a reconcile.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=order-operator");
+    Controller::new(
+        api::<OrderPlatform>(&client, &namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(api::<Deployment>(&client, &namespace), children.clone())
+    .owns(api::<Job>(&client, &namespace), children.clone())
+    .owns(api::<ConfigMap>(&client, &namespace), children.clone())
+    .owns(api::<Service>(&client, &namespace), children.clone())
+    .owns(
+        api::<PodDisruptionBudget>(&client, &namespace),
+        children.clone(),
+    )
+    .owns(
+        api::<HorizontalPodAutoscaler>(&client, &namespace),
+        children,
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, ctx)
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}

@@ -1,0 +1,459 @@
+//! Reconcile as a script of phases: observe → validate → build → apply → status.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::build::{self, COMPONENT_LABEL, INSTANCE_LABEL};
+use super::status::{self, Truth, Verdict};
+use super::{Context, Error};
+use crate::crd::{DeletionPolicy, OrderPlatform, OrderPlatformStatus};
+
+/// The one field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "order-operator";
+pub const FINALIZER: &str = "platform.orders.dev/cleanup";
+/// Migration Jobs kept per platform (the newest), for `kubectl logs` after the fact.
+const KEEP_JOBS: usize = 3;
+
+pub async fn reconcile(platform: Arc<OrderPlatform>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = platform.namespace().ok_or(Error::MissingNamespace)?;
+    let api: Api<OrderPlatform> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, platform, |event| async {
+        match event {
+            Finalizer::Apply(platform) => apply(&platform, &ctx).await,
+            Finalizer::Cleanup(platform) => cleanup(&platform, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.reconciled(started.elapsed());
+    result
+}
+
+/// What exists now.
+struct Observed {
+    deployment: Option<Deployment>,
+    job: Option<Job>,
+}
+
+async fn observe(
+    platform: &OrderPlatform,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Observed, Error> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = platform.name_any();
+    let job_name = build::migration_job_name(platform, &platform.spec.image);
+    Ok(Observed {
+        deployment: deployments
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::Observe {
+                what: format!("Deployment {name}"),
+                source,
+            })?,
+        job: jobs
+            .get_opt(&job_name)
+            .await
+            .map_err(|source| Error::Observe {
+                what: format!("Job {job_name}"),
+                source,
+            })?,
+    })
+}
+
+/// Spec combinations the schema cannot refuse: a user error waits for a spec change.
+pub fn validate(platform: &OrderPlatform) -> Result<(), String> {
+    let spec = &platform.spec;
+    if let (Some(budget), None) = (&spec.pod_disruption_budget, &spec.autoscaling) {
+        if spec.replicas > 0 && budget.max_unavailable == 0 && spec.replicas == 1 {
+            return Err("a PodDisruptionBudget with maxUnavailable 0 on a single replica blocks every node drain; raise replicas or maxUnavailable".into());
+        }
+    }
+    if let Some(autoscaling) = &spec.autoscaling {
+        if spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .is_none_or(|r| !r.contains_key("cpu"))
+        {
+            return Err(format!(
+                "autoscaling on CPU needs resources.requests.cpu (target {}% of what?)",
+                autoscaling.target_cpu_utilization
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error> {
+    let namespace = platform.namespace().ok_or(Error::MissingNamespace)?;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let generation = platform.metadata.generation;
+    let mut status = platform.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+
+    if platform.spec.paused {
+        let verdict = Verdict::new(
+            status::PAUSED,
+            Truth::True,
+            "Paused",
+            "spec.paused is true: the operator changes nothing",
+        );
+        status::set_condition(&mut status.conditions, &verdict, generation, &now);
+        status.phase = Some("Paused".into());
+        patch_status(platform, ctx, &status).await?;
+        ctx.succeeded(platform);
+        return Ok(Action::await_change());
+    }
+    status::remove_condition(&mut status.conditions, status::PAUSED);
+
+    if let Err(problem) = validate(platform) {
+        let verdict = Verdict::new(status::READY, Truth::False, "InvalidSpec", problem.clone());
+        status::set_condition(&mut status.conditions, &verdict, generation, &now);
+        status.phase = Some("Degraded".into());
+        patch_status(platform, ctx, &status).await?;
+        if ctx.first_warning(platform, "InvalidSpec") {
+            publish(ctx, platform, EventType::Warning, "InvalidSpec", problem).await;
+        }
+        ctx.succeeded(platform);
+        return Ok(Action::await_change());
+    }
+
+    let observed = observe(platform, ctx, &namespace).await?;
+
+    // Configuration first: the Deployment's checksum is computed from it.
+    let config_map = build::build_config_map(platform);
+    let config = config_map.data.clone().unwrap_or_default();
+    server_side_apply(ctx, &namespace, &config_map).await?;
+
+    // The rollout gate.
+    let spec_image = platform.spec.image.as_str();
+    let running_image = observed.deployment.as_ref().and_then(deployment_image);
+    let job_outcome = observed.job.as_ref().map(status::job_outcome);
+    let migration = status::decide_migration(
+        spec_image,
+        platform.spec.database.migrations.enabled,
+        status.migrated_image.as_deref(),
+        running_image.as_deref(),
+        job_outcome.as_ref(),
+    );
+    if migration.start_job {
+        server_side_apply(
+            ctx,
+            &namespace,
+            &build::build_migration_job(platform, spec_image),
+        )
+        .await?;
+        publish(
+            ctx,
+            platform,
+            EventType::Normal,
+            "MigrationStarted",
+            format!("running migrations for {spec_image}"),
+        )
+        .await;
+    }
+    if migration.verdict.status == Truth::False
+        && ctx.first_warning(platform, migration.verdict.reason)
+    {
+        publish(
+            ctx,
+            platform,
+            EventType::Warning,
+            migration.verdict.reason,
+            migration.verdict.message.clone(),
+        )
+        .await;
+    }
+    status.migrated_image = migration.migrated_image.clone();
+
+    // The service objects.
+    if let Some(image) = &migration.deploy_image {
+        if running_image.as_deref() != Some(image.as_str()) {
+            publish(
+                ctx,
+                platform,
+                EventType::Normal,
+                "RollingOut",
+                format!("the Deployment moves to {image}"),
+            )
+            .await;
+        }
+        server_side_apply(
+            ctx,
+            &namespace,
+            &build::build_deployment(platform, image, &config),
+        )
+        .await?;
+    }
+    server_side_apply(ctx, &namespace, &build::build_service(platform)).await?;
+    match build::build_pdb(platform) {
+        Some(pdb) => server_side_apply(ctx, &namespace, &pdb).await?,
+        None => {
+            delete_if_present::<PodDisruptionBudget>(ctx, &namespace, &platform.name_any()).await?
+        }
+    }
+    match build::build_hpa(platform) {
+        Some(hpa) => server_side_apply(ctx, &namespace, &hpa).await?,
+        None => {
+            delete_if_present::<HorizontalPodAutoscaler>(ctx, &namespace, &platform.name_any())
+                .await?
+        }
+    }
+    prune_jobs(platform, ctx, &namespace).await?;
+
+    // Status from what the apiserver now has.
+    let deployment = if migration.deploy_image.is_some() {
+        Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&platform.name_any())
+            .await
+            .map_err(|source| Error::Observe {
+                what: "Deployment".into(),
+                source,
+            })?
+    } else {
+        None
+    };
+    let (service, rolled_out) = status::service_verdict(deployment.as_ref(), spec_image);
+    let ready = status::ready_verdict(&migration.verdict, &service, rolled_out, spec_image);
+    let not_managed = "this operator version does not provision it yet";
+    for verdict in [
+        migration.verdict.clone(),
+        Verdict::new(
+            status::TABLES_READY,
+            Truth::Unknown,
+            "NotManaged",
+            format!("DynamoDB tables: {not_managed}"),
+        ),
+        Verdict::new(
+            status::TOPICS_READY,
+            Truth::Unknown,
+            "NotManaged",
+            format!("Kafka topics: {not_managed}"),
+        ),
+        service.clone(),
+        ready.clone(),
+    ] {
+        status::set_condition(&mut status.conditions, &verdict, generation, &now);
+    }
+    status.phase = Some(status::phase(&migration.verdict, &ready).into());
+    status.current_image = deployment.as_ref().and_then(deployment_image);
+    status.ready_replicas = deployment
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas);
+    patch_status(platform, ctx, &status).await?;
+    ctx.succeeded(platform);
+
+    Ok(match (ready.status, migration.verdict.status) {
+        (Truth::True, _) => Action::requeue(ctx.resync),
+        // A failed migration waits for a spec change (a new image); the resync still re-checks.
+        (_, Truth::False) => Action::requeue(ctx.resync),
+        _ => Action::requeue(Duration::from_secs(10)),
+    })
+}
+
+/// Deletion: children go with their owner (garbage collection); external data follows the
+/// deletion policy. Nothing here blocks once it has run.
+async fn cleanup(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error> {
+    let note = match platform.spec.deletion_policy {
+        DeletionPolicy::Retain => "deletionPolicy Retain: DynamoDB tables and Kafka topics are kept",
+        DeletionPolicy::Delete => "deletionPolicy Delete: this operator version does not own tables and topics yet, so none were deleted",
+    };
+    publish(ctx, platform, EventType::Normal, "Deleted", note.into()).await;
+    ctx.succeeded(platform);
+    Ok(Action::await_change())
+}
+
+fn deployment_image(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()
+}
+
+/// Server-side apply with the operator's field manager; `force` takes fields over from
+/// whoever edited them by hand, so drift is corrected.
+async fn server_side_apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::Apply {
+        kind: kind_of::<K>(),
+        name,
+        source,
+    })
+}
+
+fn kind_of<K: Resource>() -> &'static str
+where
+    K::DynamicType: Default,
+{
+    // Kinds of the k8s-openapi types are static strings; a leak-free mapping keeps the
+    // error type `'static`.
+    match K::kind(&K::DynamicType::default()).as_ref() {
+        "Deployment" => "Deployment",
+        "Job" => "Job",
+        "ConfigMap" => "ConfigMap",
+        "Service" => "Service",
+        "PodDisruptionBudget" => "PodDisruptionBudget",
+        "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
+        _ => "object",
+    }
+}
+
+async fn delete_if_present<K>(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Delete {
+            what: format!("{} {name}", kind_of::<K>()),
+            source,
+        }),
+    }
+}
+
+/// Keeps the newest migration Jobs and deletes older ones (with their pods).
+async fn prune_jobs(platform: &OrderPlatform, ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!(
+        "{INSTANCE_LABEL}={},{COMPONENT_LABEL}=migration",
+        platform.name_any()
+    );
+    let mut jobs = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::Observe {
+            what: "migration Jobs".into(),
+            source,
+        })?
+        .items;
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.metadata.creation_timestamp.clone()));
+    let current = build::migration_job_name(platform, &platform.spec.image);
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    for job in jobs
+        .iter()
+        .skip(KEEP_JOBS)
+        .filter(|j| j.name_any() != current)
+    {
+        match api.delete(&job.name_any(), &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Delete {
+                    what: format!("Job {}", job.name_any()),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn patch_status(
+    platform: &OrderPlatform,
+    ctx: &Context,
+    status: &OrderPlatformStatus,
+) -> Result<(), Error> {
+    let api: Api<OrderPlatform> = Api::namespaced(
+        ctx.client.clone(),
+        &platform.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({
+        "apiVersion": OrderPlatform::api_version(&()),
+        "kind": OrderPlatform::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &platform.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::Status)
+}
+
+/// Publishes an Event; a failure to record one is logged, never fails the reconcile.
+async fn publish(
+    ctx: &Context,
+    platform: &OrderPlatform,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx
+        .recorder
+        .publish(&event, &platform.object_ref(&()))
+        .await
+    {
+        tracing::warn!(error = %super::error_chain(&error), reason, "publishing an Event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autoscaling_without_a_cpu_request_is_a_user_error() {
+        let platform = OrderPlatform::test().with_autoscaling(2, 4);
+        assert!(validate(&platform)
+            .unwrap_err()
+            .contains("resources.requests.cpu"));
+        assert!(validate(&OrderPlatform::test()).is_ok());
+    }
+}

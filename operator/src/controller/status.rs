@@ -1,0 +1,428 @@
+//! Conditions and phase, computed from what was observed. Pure: no client.
+//!
+//! Conventions: CamelCase reasons, a readable message, `lastTransitionTime` kept unless the
+//! status flips, `observedGeneration` on every condition.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+pub const MIGRATIONS_SUCCEEDED: &str = "MigrationsSucceeded";
+pub const TABLES_READY: &str = "TablesReady";
+pub const TOPICS_READY: &str = "TopicsReady";
+pub const SERVICE_AVAILABLE: &str = "ServiceAvailable";
+pub const READY: &str = "Ready";
+pub const PAUSED: &str = "Paused";
+
+/// `True`, `False` or `Unknown`, as conditions spell them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truth {
+    True,
+    False,
+    Unknown,
+}
+
+impl Truth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+/// One condition to set: type, truth, reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub type_: &'static str,
+    pub status: Truth,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Verdict {
+    pub fn new(
+        type_: &'static str,
+        status: Truth,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Sets a condition, keeping `lastTransitionTime` when the status does not change.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    verdict: &Verdict,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = verdict.status.as_str();
+    match conditions.iter_mut().find(|c| c.type_ == verdict.type_) {
+        Some(existing) => {
+            if existing.status != status {
+                existing.last_transition_time = now.clone();
+            }
+            existing.status = status.to_owned();
+            existing.reason = verdict.reason.to_owned();
+            existing.message = verdict.message.clone();
+            existing.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: verdict.type_.to_owned(),
+            status: status.to_owned(),
+            reason: verdict.reason.to_owned(),
+            message: verdict.message.clone(),
+            observed_generation: generation,
+            last_transition_time: now.clone(),
+        }),
+    }
+}
+
+pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// How a migration Job ended, if it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    Running,
+    Succeeded,
+    Failed { reason: String, message: String },
+}
+
+/// Reads a Job's terminal conditions.
+pub fn job_outcome(job: &Job) -> JobOutcome {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let holds = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t && c.status == "True")
+    };
+    if holds("Complete").is_some() {
+        return JobOutcome::Succeeded;
+    }
+    match holds("Failed") {
+        Some(failed) => JobOutcome::Failed {
+            reason: failed.reason.clone().unwrap_or_else(|| "Failed".into()),
+            message: failed.message.clone().unwrap_or_default(),
+        },
+        None => JobOutcome::Running,
+    }
+}
+
+/// What the migration step decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationDecision {
+    /// Create the Job for the spec's image (it does not exist yet).
+    pub start_job: bool,
+    /// The image the Deployment should run; `None`: no Deployment yet.
+    pub deploy_image: Option<String>,
+    /// The image whose migrations are known to have succeeded, after this step.
+    pub migrated_image: Option<String>,
+    pub verdict: Verdict,
+}
+
+/// The rollout gate: the Deployment moves to the spec's image only once that image's
+/// migration Job succeeded; until then it keeps the image it runs.
+pub fn decide_migration(
+    spec_image: &str,
+    enabled: bool,
+    migrated_image: Option<&str>,
+    running_image: Option<&str>,
+    job: Option<&JobOutcome>,
+) -> MigrationDecision {
+    let done = |reason: &'static str, message: String| MigrationDecision {
+        start_job: false,
+        deploy_image: Some(spec_image.to_owned()),
+        migrated_image: Some(spec_image.to_owned()),
+        verdict: Verdict::new(MIGRATIONS_SUCCEEDED, Truth::True, reason, message),
+    };
+    if !enabled {
+        return done("Disabled", "migrations are disabled in the spec".into());
+    }
+    if migrated_image == Some(spec_image) {
+        return done(
+            "Succeeded",
+            format!("migrations for {spec_image} succeeded"),
+        );
+    }
+    let hold = |start_job: bool, verdict: Verdict| MigrationDecision {
+        start_job,
+        deploy_image: running_image.map(str::to_owned),
+        migrated_image: migrated_image.map(str::to_owned),
+        verdict,
+    };
+    match job {
+        None => hold(
+            true,
+            Verdict::new(MIGRATIONS_SUCCEEDED, Truth::Unknown, "Starting", format!("starting the migration Job for {spec_image}")),
+        ),
+        Some(JobOutcome::Running) => hold(
+            false,
+            Verdict::new(MIGRATIONS_SUCCEEDED, Truth::Unknown, "Running", format!("migrations for {spec_image} are running")),
+        ),
+        Some(JobOutcome::Succeeded) => done("Succeeded", format!("migrations for {spec_image} succeeded")),
+        Some(JobOutcome::Failed { reason, message }) => hold(
+            false,
+            Verdict::new(
+                MIGRATIONS_SUCCEEDED,
+                Truth::False,
+                job_reason(reason),
+                format!("the migration Job for {spec_image} failed ({reason}: {message}); the Deployment keeps {}", running_image.unwrap_or("no image")),
+            ),
+        ),
+    }
+}
+
+/// Job failure reasons we pass through as stable condition reasons.
+fn job_reason(reason: &str) -> &'static str {
+    match reason {
+        "BackoffLimitExceeded" => "BackoffLimitExceeded",
+        "DeadlineExceeded" => "DeadlineExceeded",
+        _ => "JobFailed",
+    }
+}
+
+/// Is the Deployment available, and fully rolled out to `image`?
+pub fn service_verdict(deployment: Option<&Deployment>, image: &str) -> (Verdict, bool) {
+    let Some(deployment) = deployment else {
+        return (
+            Verdict::new(
+                SERVICE_AVAILABLE,
+                Truth::False,
+                "NotCreated",
+                "the Deployment does not exist yet",
+            ),
+            false,
+        );
+    };
+    let status = deployment.status.clone().unwrap_or_default();
+    let available = status
+        .conditions
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Available" && c.status == "True");
+    let runs = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.image.as_deref());
+    let generation_seen = status.observed_generation >= deployment.metadata.generation;
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let rolled_out = runs == Some(image)
+        && generation_seen
+        && status.updated_replicas.unwrap_or(0) >= desired
+        && status.ready_replicas.unwrap_or(0) >= desired;
+    let verdict = if available {
+        Verdict::new(
+            SERVICE_AVAILABLE,
+            Truth::True,
+            "Available",
+            format!(
+                "{} of {desired} pods ready",
+                status.ready_replicas.unwrap_or(0)
+            ),
+        )
+    } else {
+        Verdict::new(
+            SERVICE_AVAILABLE,
+            Truth::False,
+            "Unavailable",
+            "the Deployment has no minimum availability yet",
+        )
+    };
+    (verdict, rolled_out && available)
+}
+
+/// `Ready` from the other conditions.
+pub fn ready_verdict(
+    migrations: &Verdict,
+    service: &Verdict,
+    rolled_out: bool,
+    spec_image: &str,
+) -> Verdict {
+    if migrations.status == Truth::False {
+        return Verdict::new(
+            READY,
+            Truth::False,
+            migrations.reason,
+            migrations.message.clone(),
+        );
+    }
+    if migrations.status != Truth::True {
+        return Verdict::new(READY, Truth::False, "Migrating", migrations.message.clone());
+    }
+    if service.status != Truth::True {
+        return Verdict::new(READY, Truth::False, service.reason, service.message.clone());
+    }
+    if !rolled_out {
+        return Verdict::new(
+            READY,
+            Truth::False,
+            "RollingOut",
+            format!("rolling out {spec_image}"),
+        );
+    }
+    Verdict::new(
+        READY,
+        Truth::True,
+        "Ready",
+        format!("{spec_image} is serving"),
+    )
+}
+
+/// The one-word phase shown by `kubectl get`.
+pub fn phase(migrations: &Verdict, ready: &Verdict) -> &'static str {
+    match (migrations.status, ready.status) {
+        (_, Truth::True) => "Ready",
+        (Truth::False, _) => "Degraded",
+        (Truth::Unknown, _) => "Migrating",
+        _ => "Progressing",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn last_transition_time_changes_only_when_the_status_flips() {
+        let mut conditions = Vec::new();
+        let ok = Verdict::new(READY, Truth::True, "Ready", "fine");
+        set_condition(&mut conditions, &ok, Some(1), &at(100));
+        set_condition(
+            &mut conditions,
+            &Verdict::new(READY, Truth::True, "Ready", "still fine"),
+            Some(2),
+            &at(200),
+        );
+        assert_eq!(conditions[0].last_transition_time, at(100));
+        assert_eq!(conditions[0].message, "still fine");
+        assert_eq!(conditions[0].observed_generation, Some(2));
+        set_condition(
+            &mut conditions,
+            &Verdict::new(READY, Truth::False, "Broken", "no"),
+            Some(2),
+            &at(300),
+        );
+        assert_eq!(conditions[0].last_transition_time, at(300));
+        assert_eq!(conditions.len(), 1);
+    }
+
+    #[test]
+    fn a_new_image_waits_for_its_migration_job() {
+        let d = decide_migration("img:2", true, Some("img:1"), Some("img:1"), None);
+        assert!(d.start_job);
+        assert_eq!(
+            d.deploy_image.as_deref(),
+            Some("img:1"),
+            "keeps the old image"
+        );
+        assert_eq!(d.verdict.status, Truth::Unknown);
+
+        let d = decide_migration(
+            "img:2",
+            true,
+            Some("img:1"),
+            Some("img:1"),
+            Some(&JobOutcome::Running),
+        );
+        assert!(!d.start_job);
+        assert_eq!(d.deploy_image.as_deref(), Some("img:1"));
+
+        let d = decide_migration(
+            "img:2",
+            true,
+            Some("img:1"),
+            Some("img:1"),
+            Some(&JobOutcome::Succeeded),
+        );
+        assert_eq!(
+            d.deploy_image.as_deref(),
+            Some("img:2"),
+            "moves once migrated"
+        );
+        assert_eq!(d.migrated_image.as_deref(), Some("img:2"));
+        assert_eq!(d.verdict.status, Truth::True);
+    }
+
+    #[test]
+    fn a_failed_migration_keeps_the_old_image_with_the_jobs_reason() {
+        let failed = JobOutcome::Failed {
+            reason: "BackoffLimitExceeded".into(),
+            message: "Job has reached the specified backoff limit".into(),
+        };
+        let d = decide_migration("img:2", true, Some("img:1"), Some("img:1"), Some(&failed));
+        assert_eq!(d.deploy_image.as_deref(), Some("img:1"));
+        assert_eq!(d.verdict.status, Truth::False);
+        assert_eq!(d.verdict.reason, "BackoffLimitExceeded");
+        assert!(d.verdict.message.contains("keeps img:1"));
+        // First install with a failing migration: no Deployment at all.
+        assert_eq!(
+            decide_migration("img:1", true, None, None, Some(&failed)).deploy_image,
+            None
+        );
+    }
+
+    #[test]
+    fn a_migrated_or_migrationless_image_rolls_out_at_once() {
+        let d = decide_migration("img:2", true, Some("img:2"), Some("img:1"), None);
+        assert!(!d.start_job);
+        assert_eq!(d.deploy_image.as_deref(), Some("img:2"));
+        let d = decide_migration("img:2", false, None, Some("img:1"), None);
+        assert_eq!(
+            (d.verdict.reason, d.deploy_image.as_deref()),
+            ("Disabled", Some("img:2"))
+        );
+    }
+
+    #[test]
+    fn ready_needs_migrations_availability_and_the_rollout() {
+        let migrated = Verdict::new(MIGRATIONS_SUCCEEDED, Truth::True, "Succeeded", "");
+        let available = Verdict::new(SERVICE_AVAILABLE, Truth::True, "Available", "");
+        assert_eq!(
+            ready_verdict(&migrated, &available, true, "img").status,
+            Truth::True
+        );
+        assert_eq!(
+            ready_verdict(&migrated, &available, false, "img").reason,
+            "RollingOut"
+        );
+        let failed = Verdict::new(
+            MIGRATIONS_SUCCEEDED,
+            Truth::False,
+            "BackoffLimitExceeded",
+            "x",
+        );
+        let ready = ready_verdict(&failed, &available, true, "img");
+        assert_eq!(
+            (ready.status, ready.reason),
+            (Truth::False, "BackoffLimitExceeded")
+        );
+        assert_eq!(phase(&failed, &ready), "Degraded");
+    }
+}

@@ -1,0 +1,434 @@
+//! The `OrderPlatform` custom resource (`platform.orders.dev/v1alpha1`).
+//!
+//! Every field carries a doc comment: it becomes the schema description that
+//! `kubectl explain orderplatform.spec…` shows. Validation that the apiserver can do (ranges,
+//! CEL rules, immutability) lives here, so a bad spec is refused before the operator sees it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// The longest `metadata.name`: child names add up to 20 characters (`-migrate-<hash>`), and
+/// Kubernetes names stop at 63.
+pub const MAX_NAME_LENGTH: usize = 40;
+
+/// An order platform: the order service with its PostgreSQL schema, DynamoDB tables and Kafka
+/// topics.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "platform.orders.dev",
+    version = "v1alpha1",
+    kind = "OrderPlatform",
+    plural = "orderplatforms",
+    shortname = "op",
+    namespaced,
+    status = "OrderPlatformStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: the operator derives child names from it")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPlatformSpec {
+    /// Container image of the order service, e.g. `ghcr.io/example/order-service:1.4.0`. A new
+    /// image first runs its migrations in a Job; the Deployment moves to it only after they
+    /// succeeded.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("image must not be empty"))]
+    #[schemars(length(max = 512))]
+    pub image: String,
+    /// Pods of the order service when autoscaling is off (default 2).
+    #[serde(default = "default_replicas")]
+    #[x_kube(validation = Rule::new("self >= 0").message("replicas must be 0 or more"))]
+    pub replicas: i32,
+    /// CPU and memory requests and limits of the service container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The Service in front of the pods.
+    #[serde(default)]
+    pub service: ServiceSpec,
+    /// Extra environment variables of the service container (they win over the operator's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Horizontal autoscaling; when set, the HPA owns the replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+    /// A PodDisruptionBudget for the service pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: Option<PodDisruptionBudgetSpec>,
+    /// PostgreSQL: where the orders live, and how migrations run.
+    pub database: DatabaseSpec,
+    /// DynamoDB: status history and hourly counters.
+    pub dynamodb: DynamoDbSpec,
+    /// Kafka: where order events are published.
+    pub kafka: KafkaSpec,
+    /// What happens to DynamoDB tables and Kafka topics when this resource is deleted:
+    /// `Retain` (default) keeps them, `Delete` removes them. Kubernetes children are always
+    /// removed.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// When true the operator changes nothing and reports `Paused`.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+/// How the order API is exposed inside the cluster.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Port of the Service (the container always listens on 8080).
+    #[serde(default = "default_port")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("service.port must be 1 to 65535"))]
+    pub port: i32,
+    /// `ClusterIP` (default), `NodePort` or `LoadBalancer`.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            port: default_port(),
+            type_: ServiceType::default(),
+        }
+    }
+}
+
+fn default_port() -> i32 {
+    8080
+}
+
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Horizontal pod autoscaling on CPU.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
+pub struct AutoscalingSpec {
+    /// Fewest pods.
+    #[x_kube(validation = Rule::new("self >= 1").message("autoscaling.minReplicas must be at least 1"))]
+    pub min_replicas: i32,
+    /// Most pods.
+    pub max_replicas: i32,
+    /// Average CPU utilization to aim for, in percent of the request (default 70).
+    #[serde(default = "default_cpu_target")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("autoscaling.targetCpuUtilization must be 1 to 100"))]
+    pub target_cpu_utilization: i32,
+}
+
+fn default_cpu_target() -> i32 {
+    70
+}
+
+/// A PodDisruptionBudget: how many service pods voluntary disruptions may take down at once.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodDisruptionBudgetSpec {
+    /// Pods that may be unavailable at once (default 1).
+    #[serde(default = "default_max_unavailable")]
+    #[x_kube(validation = Rule::new("self >= 0").message("podDisruptionBudget.maxUnavailable must be 0 or more"))]
+    pub max_unavailable: i32,
+}
+
+fn default_max_unavailable() -> i32 {
+    1
+}
+
+/// PostgreSQL access and migrations.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// The Secret (in this namespace) whose key holds the PostgreSQL URL.
+    pub secret_ref: SecretKeyRef,
+    /// The migration Job that runs before a new image rolls out.
+    #[serde(default)]
+    pub migrations: MigrationsSpec,
+}
+
+/// A key of a Secret in the resource's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("must be a DNS subdomain name"))]
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Key in the Secret (default `DATABASE_URL`).
+    #[serde(default = "default_database_key")]
+    #[schemars(length(max = 253))]
+    pub key: String,
+}
+
+fn default_database_key() -> String {
+    "DATABASE_URL".into()
+}
+
+/// How migrations run.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationsSpec {
+    /// Run `order-service migrate` in a Job before each new image (default true). When false,
+    /// images roll out at once and the schema is someone else's job.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Retries of a failed migration pod (default 2).
+    #[serde(default = "default_backoff_limit")]
+    #[x_kube(validation = Rule::new("self >= 0").message("migrations.backoffLimit must be 0 or more"))]
+    pub backoff_limit: i32,
+    /// Extra labels on migration pods (policies, meshes; tests use them to simulate failure).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Longest a migration Job may run, in seconds (default 600).
+    #[serde(default = "default_deadline")]
+    #[x_kube(validation = Rule::new("self >= 1").message("migrations.activeDeadlineSeconds must be at least 1"))]
+    pub active_deadline_seconds: i64,
+}
+
+impl Default for MigrationsSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            backoff_limit: default_backoff_limit(),
+            pod_labels: BTreeMap::new(),
+            active_deadline_seconds: default_deadline(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_backoff_limit() -> i32 {
+    2
+}
+
+fn default_deadline() -> i64 {
+    600
+}
+
+/// DynamoDB tables of the status history and counters.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DynamoDbSpec {
+    /// AWS region (default `us-east-1`).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Endpoint override for DynamoDB Local or moto, e.g. `http://dynamodb-local:8000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// A Secret holding `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`; without it the AWS
+    /// default chain applies (e.g. IRSA web identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<String>,
+    /// Table name prefix: tables are `<prefix>-status-history` and `<prefix>-status-counters`.
+    /// Immutable: a new prefix would leave the old tables' data behind.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_.-]{1,200}$')").message("tablePrefix may only hold letters, digits, '_', '.' and '-' (1 to 200)"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("tablePrefix is immutable: changing it would orphan the existing tables"))]
+    #[schemars(length(max = 200))]
+    pub table_prefix: String,
+    /// `PAY_PER_REQUEST` (default) or `PROVISIONED`.
+    #[serde(default)]
+    pub billing_mode: BillingMode,
+    /// Days status history items are kept (DynamoDB TTL; default 365).
+    #[serde(default = "default_retention")]
+    #[x_kube(validation = Rule::new("self >= 1").message("historyRetentionDays must be at least 1"))]
+    pub history_retention_days: i32,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_retention() -> i32 {
+    365
+}
+
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[allow(non_camel_case_types)] // the DynamoDB API's own spelling
+pub enum BillingMode {
+    #[default]
+    PAY_PER_REQUEST,
+    PROVISIONED,
+}
+
+/// Kafka connection and topics.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.topics.exists(t, t.name == self.eventsTopic)").message("kafka.eventsTopic must name one of kafka.topics"))]
+#[x_kube(validation = Rule::new("oldSelf.topics.all(o, self.topics.exists(t, t.name == o.name))").message("topic names are immutable: a topic cannot be renamed or removed (its data would be orphaned)"))]
+pub struct KafkaSpec {
+    /// Bootstrap servers, comma-separated `host:port`.
+    #[x_kube(validation = Rule::new("self.size() > 0").message("kafka.bootstrapServers must not be empty"))]
+    #[schemars(length(max = 1024))]
+    pub bootstrap_servers: String,
+    /// The topic order events are published to (one of `topics`).
+    #[serde(default = "default_events_topic")]
+    #[schemars(length(max = 249))]
+    pub events_topic: String,
+    /// Topics the operator keeps in shape.
+    #[x_kube(validation = Rule::new("self.size() >= 1").message("kafka.topics must list at least one topic"))]
+    #[schemars(length(max = 16))]
+    pub topics: Vec<TopicSpec>,
+    /// A Secret with the key `ORDER_SERVICE_KAFKA_PROPERTIES`: librdkafka security settings as
+    /// comma-separated `key=value` (e.g. `security.protocol=SASL_SSL,sasl.mechanism=PLAIN,…`),
+    /// given to the service as environment and used by the operator's admin client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_secret_ref: Option<String>,
+}
+
+fn default_events_topic() -> String {
+    platform_resources::DEFAULT_EVENTS_TOPIC.into()
+}
+
+/// One Kafka topic.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicSpec {
+    /// Topic name.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._-]{1,249}$') && self != '.' && self != '..'").message("topic name may only hold letters, digits, '.', '_' and '-' (1 to 249)"))]
+    #[schemars(length(max = 249))]
+    pub name: String,
+    /// Partitions (default 3). Never decreased; increased only with `allowPartitionIncrease`.
+    #[serde(default = "default_partitions")]
+    #[x_kube(validation = Rule::new("self >= 1").message("partitions must be at least 1"))]
+    pub partitions: i32,
+    /// Replication factor (default 1); cannot change after creation.
+    #[serde(default = "default_replication")]
+    #[x_kube(validation = Rule::new("self >= 1").message("replicationFactor must be at least 1"))]
+    pub replication_factor: i32,
+    /// Topic configs (e.g. `retention.ms`). Keys dropped from here are reset to the broker default.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Allow growing the partition count. Off by default: the topic is keyed by order id, and
+    /// more partitions move keys, breaking per-order ordering for orders in flight.
+    #[serde(default)]
+    pub allow_partition_increase: bool,
+}
+
+fn default_partitions() -> i32 {
+    platform_resources::DEFAULT_TOPIC_PARTITIONS
+}
+
+fn default_replication() -> i32 {
+    1
+}
+
+/// What deleting the resource does to external data.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum DeletionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// Where the platform stands.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderPlatformStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Pending`, `Migrating`, `Progressing`, `Ready`, `Degraded`, `Paused` or `Deleting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// `MigrationsSucceeded`, `TablesReady`, `TopicsReady`, `ServiceAvailable`, `Ready`, and
+    /// `Paused` while paused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The newest image whose migrations succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated_image: Option<String>,
+    /// The image the Deployment runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_image: Option<String>,
+    /// Ready service pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    #[test]
+    fn the_committed_crd_is_the_generated_one() {
+        let generated = serde_yaml::to_string(&OrderPlatform::crd()).expect("CRD as YAML");
+        let committed = include_str!("../../crds/orderplatform.yaml");
+        assert!(
+            generated == committed,
+            "crds/orderplatform.yaml is stale: run `cargo run -p order-operator -- crd > crds/orderplatform.yaml`"
+        );
+    }
+
+    #[test]
+    fn the_examples_parse_with_the_rust_types() {
+        for (name, text) in [
+            ("minimal", include_str!("../../examples/minimal.yaml")),
+            ("full", include_str!("../../examples/full.yaml")),
+        ] {
+            let platform: OrderPlatform =
+                serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(
+                platform
+                    .spec
+                    .kafka
+                    .topics
+                    .iter()
+                    .any(|t| t.name == platform.spec.kafka.events_topic),
+                "{name}"
+            );
+        }
+        let full: OrderPlatform =
+            serde_yaml::from_str(include_str!("../../examples/full.yaml")).unwrap();
+        assert_eq!(full.spec.kafka.topics[0].partitions, 12);
+        assert_eq!(full.spec.autoscaling.unwrap().max_replicas, 10);
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_spec() {
+        let minimal: OrderPlatform =
+            serde_yaml::from_str(include_str!("../../examples/minimal.yaml")).unwrap();
+        let spec = minimal.spec;
+        assert_eq!(spec.replicas, 2);
+        assert_eq!(spec.service.port, 8080);
+        assert_eq!(spec.deletion_policy, DeletionPolicy::Retain);
+        assert!(spec.database.migrations.enabled);
+        assert_eq!(spec.database.secret_ref.key, "DATABASE_URL");
+        assert_eq!(spec.kafka.events_topic, "orders.events");
+        assert_eq!(spec.kafka.topics[0].partitions, 3);
+        assert!(!spec.paused);
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end suites against the local control plane (`scripts/cluster.sh`): one test binary,
+//! so the suites share `support` and run in parallel.
+
+mod control_plane;
+mod reconcile;
+mod support;

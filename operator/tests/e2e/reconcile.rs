@@ -1,0 +1,685 @@
+//! The operator against the local control plane: the CRD installed for real, the controller
+//! running in-process and watching only the test's namespace, waits with timeouts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::{connect, poll_until, wait_for, TestNamespace, CONTROL_PLANE_TIMEOUT};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, ResourceQuota, ResourceQuotaSpec, Secret, Service,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::conditions;
+use kube::runtime::events::Reporter;
+use kube::runtime::wait::Condition;
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use order_operator::controller::{self, build, Context, FINALIZER};
+use order_operator::crd::OrderPlatform;
+use order_operator::metrics::Metrics;
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+const IMAGE_1: &str = "registry.example/order-service:1.0.0";
+const IMAGE_2: &str = "registry.example/order-service:2.0.0";
+const IMAGE_3: &str = "registry.example/order-service:3.0.0";
+
+/// Installs the CRD (idempotent: server-side apply) and waits until it is established.
+async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = OrderPlatform::crd();
+    crds.patch(
+        &crd.name_any(),
+        &PatchParams::apply("order-operator-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("install the OrderPlatform CRD");
+    wait_for(
+        &crds,
+        &crd.name_any(),
+        conditions::is_crd_established(),
+        CONTROL_PLANE_TIMEOUT,
+    )
+    .await;
+}
+
+/// A namespace with the CRD installed, a database Secret, and the operator watching it.
+struct Harness {
+    namespace: TestNamespace,
+    operator: JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let client = connect().await;
+        install_crd(&client).await;
+        let namespace = TestNamespace::create(&client).await;
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "shop-database"},
+            "stringData": {"DATABASE_URL": "postgres://orders@postgres/orders"}
+        }))
+        .expect("secret");
+        namespace
+            .api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create secret");
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            Reporter {
+                controller: "order-operator".into(),
+                instance: Some("tests".into()),
+            },
+            Arc::new(Metrics::default()),
+            Duration::from_secs(300),
+        ));
+        let watched = Some(namespace.name().to_owned());
+        let operator = tokio::spawn(controller::run(ctx, watched, std::future::pending()));
+        Self {
+            namespace,
+            operator,
+        }
+    }
+
+    fn platforms(&self) -> Api<OrderPlatform> {
+        self.namespace.api()
+    }
+
+    async fn create(&self, spec: serde_json::Value) -> OrderPlatform {
+        let platform: OrderPlatform = serde_json::from_value(json!({
+            "apiVersion": "platform.orders.dev/v1alpha1",
+            "kind": "OrderPlatform",
+            "metadata": {"name": "shop"},
+            "spec": spec,
+        }))
+        .expect("platform");
+        self.platforms()
+            .create(&PostParams::default(), &platform)
+            .await
+            .expect("create platform")
+    }
+
+    async fn patch_spec(&self, spec: serde_json::Value) {
+        self.platforms()
+            .patch(
+                "shop",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec})),
+            )
+            .await
+            .expect("patch spec");
+    }
+
+    async fn wait_condition(
+        &self,
+        type_: &'static str,
+        status: &'static str,
+        reason: Option<&'static str>,
+    ) -> OrderPlatform {
+        wait_for(
+            &self.platforms(),
+            "shop",
+            has_condition(type_, status, reason),
+            CONTROL_PLANE_TIMEOUT,
+        )
+        .await
+        .expect("platform exists")
+    }
+
+    async fn deployment_image(&self) -> Option<String> {
+        let deployment = self
+            .namespace
+            .api::<Deployment>()
+            .get_opt("shop")
+            .await
+            .expect("read deployment")?;
+        deployment
+            .spec?
+            .template
+            .spec?
+            .containers
+            .first()?
+            .image
+            .clone()
+    }
+
+    /// The operator's Events with `reason` about the platform, once at least one is there.
+    async fn events(&self, reason: &str) -> Vec<Event> {
+        poll_until(
+            CONTROL_PLANE_TIMEOUT,
+            &format!("an Event {reason}"),
+            || async {
+                let events: Vec<Event> = self
+                    .namespace
+                    .api::<Event>()
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .filter(|e| {
+                        e.reason.as_deref() == Some(reason)
+                            && e.involved_object.kind.as_deref() == Some("OrderPlatform")
+                    })
+                    .collect();
+                (!events.is_empty()).then_some(events)
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.operator.abort();
+    }
+}
+
+fn spec(image: &str) -> serde_json::Value {
+    json!({
+        "image": image,
+        "replicas": 2,
+        "podDisruptionBudget": {"maxUnavailable": 1},
+        "database": {"secretRef": {"name": "shop-database"}, "migrations": {"backoffLimit": 0}},
+        "dynamodb": {"tablePrefix": "shop", "endpoint": "http://moto:5000"},
+        "kafka": {"bootstrapServers": "kafka:9092", "topics": [{"name": "orders.events"}]}
+    })
+}
+
+/// Holds once the platform has condition `type_` with `status` (and `reason`, when given)
+/// for its current generation.
+fn has_condition(
+    type_: &'static str,
+    status: &'static str,
+    reason: Option<&'static str>,
+) -> impl Condition<OrderPlatform> {
+    move |platform: Option<&OrderPlatform>| {
+        let Some(platform) = platform else {
+            return false;
+        };
+        let generation = platform.metadata.generation;
+        platform.status.as_ref().is_some_and(|s| {
+            s.observed_generation == generation
+                && s.conditions.iter().any(|c| {
+                    c.type_ == type_ && c.status == status && reason.is_none_or(|r| c.reason == r)
+                })
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_new_platform_migrates_first_then_serves_and_becomes_ready() {
+    let h = Harness::start().await;
+    h.create(spec(IMAGE_1)).await;
+    let platform = h.wait_condition("Ready", "True", None).await;
+
+    assert!(platform.finalizers().iter().any(|f| f == FINALIZER));
+    let status = platform.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Ready"));
+    assert_eq!(status.current_image.as_deref(), Some(IMAGE_1));
+    assert_eq!(status.migrated_image.as_deref(), Some(IMAGE_1));
+    let condition = |t: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(condition("MigrationsSucceeded").status, "True");
+    assert_eq!(condition("ServiceAvailable").status, "True");
+    assert_eq!(condition("TablesReady").status, "Unknown");
+
+    // The Deployment was created only after its image's migration Job completed.
+    let job_name = build::migration_job_name(&platform_of(&h).await, IMAGE_1);
+    let job = h
+        .namespace
+        .api::<Job>()
+        .get(&job_name)
+        .await
+        .expect("migration job");
+    let completed = job
+        .status
+        .and_then(|s| s.completion_time)
+        .expect("job completed")
+        .0;
+    let deployment = h
+        .namespace
+        .api::<Deployment>()
+        .get("shop")
+        .await
+        .expect("deployment");
+    assert!(
+        deployment.creation_timestamp().unwrap().0 >= completed,
+        "deployment after migration"
+    );
+    for kind_exists in [
+        h.namespace
+            .api::<Service>()
+            .get_opt("shop")
+            .await
+            .unwrap()
+            .is_some(),
+        h.namespace
+            .api::<ConfigMap>()
+            .get_opt("shop-config")
+            .await
+            .unwrap()
+            .is_some(),
+        h.namespace
+            .api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>()
+            .get_opt("shop")
+            .await
+            .unwrap()
+            .is_some(),
+    ] {
+        assert!(kind_exists);
+    }
+    assert!(
+        !h.events("MigrationStarted").await.is_empty(),
+        "an Event for the migration"
+    );
+}
+
+async fn platform_of(h: &Harness) -> OrderPlatform {
+    h.platforms().get("shop").await.expect("platform")
+}
+
+#[tokio::test]
+async fn an_image_change_waits_for_its_migration_job_before_the_deployment_moves() {
+    let h = Harness::start().await;
+    h.create(spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+
+    // A quota at today's pod count keeps the next migration Job from starting its pod.
+    let quota = ResourceQuota {
+        metadata: kube::api::ObjectMeta {
+            name: Some("hold".into()),
+            ..Default::default()
+        },
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(BTreeMap::from([(
+                "count/pods".into(),
+                Quantity("2".into()),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    h.namespace
+        .api::<ResourceQuota>()
+        .create(&PostParams::default(), &quota)
+        .await
+        .expect("quota");
+    poll_until(
+        CONTROL_PLANE_TIMEOUT,
+        "the quota to count the running pods",
+        || async {
+            let q = h.namespace.api::<ResourceQuota>().get("hold").await.ok()?;
+            let used: i32 = q.status?.used?.get("count/pods")?.0.parse().ok()?;
+            (used >= 2).then_some(())
+        },
+    )
+    .await;
+
+    h.patch_spec(json!({"image": IMAGE_2})).await;
+    h.wait_condition("MigrationsSucceeded", "Unknown", Some("Running"))
+        .await;
+    assert_eq!(
+        h.deployment_image().await.as_deref(),
+        Some(IMAGE_1),
+        "untouched while migrating"
+    );
+    let platform = platform_of(&h).await;
+    assert_eq!(platform.status.unwrap().phase.as_deref(), Some("Migrating"));
+
+    h.namespace
+        .api::<ResourceQuota>()
+        .delete("hold", &DeleteParams::default())
+        .await
+        .expect("lift quota");
+    h.wait_condition("Ready", "True", None).await;
+    assert_eq!(h.deployment_image().await.as_deref(), Some(IMAGE_2));
+}
+
+#[tokio::test]
+async fn a_failed_migration_keeps_the_old_deployment_and_a_fixed_image_recovers() {
+    let h = Harness::start().await;
+    h.create(spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+
+    h.patch_spec(json!({"image": IMAGE_2, "database": {"migrations": {"podLabels": {"orders.dev/simulate": "fail"}}}})).await;
+    let platform = h
+        .wait_condition("MigrationsSucceeded", "False", Some("BackoffLimitExceeded"))
+        .await;
+    assert_eq!(
+        h.deployment_image().await.as_deref(),
+        Some(IMAGE_1),
+        "the old image keeps serving"
+    );
+    let status = platform.status.unwrap();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "BackoffLimitExceeded")
+    );
+    let warnings = h.events("BackoffLimitExceeded").await;
+    assert_eq!(warnings.len(), 1, "one Warning Event");
+    assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
+
+    h.patch_spec(json!({"image": IMAGE_3, "database": {"migrations": {"podLabels": null}}}))
+        .await;
+    let platform = h.wait_condition("Ready", "True", None).await;
+    assert_eq!(h.deployment_image().await.as_deref(), Some(IMAGE_3));
+    let migrations = platform
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "MigrationsSucceeded")
+        .unwrap();
+    assert_eq!(
+        migrations.status, "True",
+        "the condition does not stay stuck on the old error"
+    );
+}
+
+#[tokio::test]
+async fn a_config_change_rolls_the_pods_and_a_deleted_child_comes_back() {
+    let h = Harness::start().await;
+    h.create(spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+    let checksum = |d: Deployment| {
+        d.spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[build::CONFIG_CHECKSUM]
+            .clone()
+    };
+    let before = checksum(h.namespace.api::<Deployment>().get("shop").await.unwrap());
+
+    h.patch_spec(json!({"kafka": {"bootstrapServers": "kafka-2:9092"}}))
+        .await;
+    poll_until(
+        CONTROL_PLANE_TIMEOUT,
+        "the pod template to carry a new checksum",
+        || async {
+            let d = h.namespace.api::<Deployment>().get("shop").await.ok()?;
+            (checksum(d) != before).then_some(())
+        },
+    )
+    .await;
+    let config = h
+        .namespace
+        .api::<ConfigMap>()
+        .get("shop-config")
+        .await
+        .unwrap();
+    assert_eq!(
+        config.data.unwrap()["KAFKA_BOOTSTRAP_SERVERS"],
+        "kafka-2:9092"
+    );
+
+    h.namespace
+        .api::<Service>()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .expect("delete service");
+    wait_for(
+        &h.namespace.api::<Service>(),
+        "shop",
+        conditions::is_created(),
+        CONTROL_PLANE_TIMEOUT,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn paused_changes_nothing_and_says_so() {
+    let h = Harness::start().await;
+    h.create(spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+    h.patch_spec(json!({"paused": true, "image": IMAGE_2}))
+        .await;
+    h.wait_condition("Paused", "True", None).await;
+    assert_eq!(h.deployment_image().await.as_deref(), Some(IMAGE_1));
+    let jobs = h
+        .namespace
+        .api::<Job>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(jobs.len(), 1, "no migration Job for the paused image");
+
+    h.patch_spec(json!({"paused": false})).await;
+    h.wait_condition("Ready", "True", None).await;
+    assert_eq!(h.deployment_image().await.as_deref(), Some(IMAGE_2));
+    let platform = platform_of(&h).await;
+    assert!(!platform
+        .status
+        .unwrap()
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Paused"));
+}
+
+#[tokio::test]
+async fn a_spec_the_schema_allows_but_the_operator_cannot_run_waits_with_a_reason() {
+    let h = Harness::start().await;
+    let mut invalid = spec(IMAGE_1);
+    invalid["autoscaling"] = json!({"minReplicas": 2, "maxReplicas": 4});
+    h.create(invalid).await;
+    let platform = h
+        .wait_condition("Ready", "False", Some("InvalidSpec"))
+        .await;
+    let ready = platform
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.message.contains("resources.requests.cpu"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(h.events("InvalidSpec").await.len(), 1);
+
+    h.patch_spec(json!({"resources": {"requests": {"cpu": "100m"}}}))
+        .await;
+    h.wait_condition("Ready", "True", None).await;
+    let hpa = h
+        .namespace
+        .api::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>()
+        .get("shop")
+        .await;
+    assert!(hpa.is_ok(), "the HPA exists once autoscaling is valid");
+}
+
+#[tokio::test]
+async fn deleting_a_platform_removes_its_children_and_never_blocks() {
+    for policy in ["Retain", "Delete"] {
+        let h = Harness::start().await;
+        let mut with_policy = spec(IMAGE_1);
+        with_policy["deletionPolicy"] = json!(policy);
+        h.create(with_policy).await;
+        h.wait_condition("Ready", "True", None).await;
+        h.platforms()
+            .delete("shop", &DeleteParams::default())
+            .await
+            .expect("delete");
+        wait_for(
+            &h.platforms(),
+            "shop",
+            conditions::is_deleted(""),
+            CONTROL_PLANE_TIMEOUT,
+        )
+        .await;
+        wait_for(
+            &h.namespace.api::<Deployment>(),
+            "shop",
+            conditions::is_deleted(""),
+            CONTROL_PLANE_TIMEOUT,
+        )
+        .await;
+        let deleted = h.events("Deleted").await;
+        assert_eq!(deleted.len(), 1, "{policy}");
+        assert!(
+            deleted[0]
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains(policy),
+            "{policy}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_apiserver_refuses_specs_that_break_a_rule_with_the_rules_message() {
+    let client = connect().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client).await;
+    let platforms: Api<OrderPlatform> = namespace.api();
+    let create = |name: &str, spec: serde_json::Value| {
+        let platforms = platforms.clone();
+        let object = json!({"apiVersion": "platform.orders.dev/v1alpha1", "kind": "OrderPlatform",
+                            "metadata": {"name": name}, "spec": spec});
+        async move {
+            let object: OrderPlatform = serde_json::from_value(object).expect("object");
+            platforms.create(&PostParams::default(), &object).await
+        }
+    };
+    let refusals = [
+        (
+            "replicas",
+            json!({"replicas": -1}),
+            "replicas must be 0 or more",
+        ),
+        (
+            "autoscaling",
+            json!({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}),
+            "must not exceed",
+        ),
+        (
+            "partitions",
+            json!({"kafka": {"bootstrapServers": "k:9092", "topics": [{"name": "orders.events", "partitions": 0}]}}),
+            "partitions must be at least 1",
+        ),
+        (
+            "topic-name",
+            json!({"kafka": {"bootstrapServers": "k:9092", "eventsTopic": "bad name", "topics": [{"name": "bad name"}]}}),
+            "topic name may only hold",
+        ),
+        (
+            "events-topic",
+            json!({"kafka": {"bootstrapServers": "k:9092", "eventsTopic": "other", "topics": [{"name": "orders.events"}]}}),
+            "must name one of kafka.topics",
+        ),
+        (
+            "table-prefix",
+            json!({"dynamodb": {"tablePrefix": "no/slash"}}),
+            "tablePrefix may only hold",
+        ),
+    ];
+    for (name, overrides, message) in refusals {
+        let mut spec = spec(IMAGE_1);
+        merge(&mut spec, overrides);
+        let error = create(name, spec).await.expect_err(name).to_string();
+        assert!(error.contains(message), "{name}: {error}");
+    }
+    let long_name = "x".repeat(41);
+    let error = create(&long_name, spec(IMAGE_1))
+        .await
+        .expect_err("long name")
+        .to_string();
+    assert!(error.contains("at most 40 characters"), "{error}");
+
+    // Immutable fields: the table prefix, and the names of existing topics.
+    create("shop", spec(IMAGE_1))
+        .await
+        .expect("a valid platform");
+    for (change, message) in [
+        (
+            json!({"dynamodb": {"tablePrefix": "other"}}),
+            "tablePrefix is immutable",
+        ),
+        (
+            json!({"kafka": {"eventsTopic": "renamed", "topics": [{"name": "renamed"}]}}),
+            "topic names are immutable",
+        ),
+    ] {
+        let error = platforms
+            .patch(
+                "shop",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": change})),
+            )
+            .await
+            .expect_err("immutable")
+            .to_string();
+        assert!(error.contains(message), "{error}");
+    }
+}
+
+fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(target), serde_json::Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(target.entry(key).or_insert(serde_json::Value::Null), value);
+            }
+        }
+        (target, patch) => *target = patch,
+    }
+}
+
+#[tokio::test]
+async fn kubectl_get_shows_the_printer_columns() {
+    let h = Harness::start().await;
+    h.create(spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+    let output = std::process::Command::new("kubectl")
+        .args([
+            "get",
+            "orderplatforms",
+            "-n",
+            h.namespace.name(),
+            "-o",
+            "wide",
+        ])
+        .output()
+        .expect("run kubectl");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let header: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "PHASE", "REPLICAS", "IMAGE", "AGE"],
+        "{text}"
+    );
+    let row: Vec<&str> = text
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[..5], ["shop", "True", "Ready", "2", IMAGE_1], "{text}");
+}
