@@ -27,6 +27,11 @@ pub enum Command {
     Run(RunConfig),
     /// Print the OrderPlatform CustomResourceDefinition as YAML.
     Crd,
+    /// Create many OrderPlatforms against the current cluster and report how the controller
+    /// (run in this process) keeps up.
+    Bench(crate::bench::BenchConfig),
+    /// Print the operator's RBAC (a ClusterRole, and a Role for the leader Lease) as YAML.
+    Rbac,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -25,6 +25,11 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", serde_yaml::to_string(&OrderPlatform::crd())?);
             Ok(())
         }
+        Command::Rbac => {
+            print!("{}", order_operator::rbac::render()?);
+            Ok(())
+        }
+        Command::Bench(config) => order_operator::bench::run(config).await,
         Command::Run(config) => order_operator::run::run(config).await,
     }
 }

@@ -97,7 +97,7 @@ impl SinkSet {
     }
 }
 
-fn parse_sinks(value: &str) -> Result<SinkSet, String> {
+pub fn parse_sinks(value: &str) -> Result<SinkSet, String> {
     if value.trim() == "none" {
         return Ok(SinkSet(Vec::new()));
     }

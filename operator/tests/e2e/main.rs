@@ -2,5 +2,6 @@
 //! so the suites share `support` and run in parallel.
 
 mod control_plane;
+mod leader;
 mod reconcile;
 mod support;

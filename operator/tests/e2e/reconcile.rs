@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{connect, poll_until, wait_for, TestNamespace, CONTROL_PLANE_TIMEOUT};
+use crate::support::{self, connect, poll_until, wait_for, TestNamespace, CONTROL_PLANE_TIMEOUT};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
@@ -56,9 +56,19 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
-        let client = connect().await;
-        install_crd(&client).await;
-        let namespace = TestNamespace::create(&client).await;
+        Self::start_with(None).await
+    }
+
+    /// With `Some(service_account)`, the operator runs as that ServiceAccount of the test
+    /// namespace, bound to the operator's ClusterRole there and nothing else.
+    async fn start_with(service_account: Option<&str>) -> Self {
+        let admin = connect().await;
+        install_crd(&admin).await;
+        let namespace = TestNamespace::create(&admin).await;
+        let client = match service_account {
+            None => admin.clone(),
+            Some(account) => bind_operator_role(&admin, &namespace, account).await,
+        };
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": "shop-database"},
             "stringData": {"DATABASE_URL": "postgres://orders@postgres/orders"}
@@ -178,6 +188,48 @@ impl Drop for Harness {
     fn drop(&mut self) {
         self.operator.abort();
     }
+}
+
+/// Applies the operator's ClusterRole (from `order_operator::rbac`) and binds it to
+/// `account` in the test namespace; returns a client impersonating that account once the
+/// apiserver's RBAC cache lets it list OrderPlatforms.
+async fn bind_operator_role(admin: &Client, namespace: &TestNamespace, account: &str) -> Client {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+    let role = order_operator::rbac::cluster_role();
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(
+            order_operator::rbac::NAME,
+            &PatchParams::apply("order-operator-tests").force(),
+            &Patch::Apply(&role),
+        )
+        .await
+        .expect("apply the operator ClusterRole");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "order-operator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": order_operator::rbac::NAME},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace.name()}]
+    }))
+    .expect("binding");
+    namespace
+        .api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("bind");
+    let client = support::connect_as_service_account(namespace.name(), account).await;
+    let platforms: Api<OrderPlatform> = Api::namespaced(client.clone(), namespace.name());
+    poll_until(
+        CONTROL_PLANE_TIMEOUT,
+        "the binding to take effect",
+        || async {
+            platforms
+                .list(&ListParams::default())
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    client
 }
 
 fn spec(image: &str) -> serde_json::Value {
@@ -682,4 +734,34 @@ async fn kubectl_get_shows_the_printer_columns() {
         .split_whitespace()
         .collect();
     assert_eq!(&row[..5], ["shop", "True", "Ready", "2", IMAGE_1], "{text}");
+}
+
+#[tokio::test]
+async fn the_operators_own_rbac_is_enough_to_reach_ready_and_grants_no_secrets() {
+    let h = Harness::start_with(Some("order-operator")).await;
+    h.create(spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+    assert!(
+        !h.events("MigrationStarted").await.is_empty(),
+        "Events are allowed"
+    );
+
+    let operator = support::connect_as_service_account(h.namespace.name(), "order-operator").await;
+    let secrets: Api<Secret> = Api::namespaced(operator.clone(), h.namespace.name());
+    let refused = secrets
+        .get("shop-database")
+        .await
+        .expect_err("no Secret access");
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 403),
+        "{refused}"
+    );
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(operator);
+    assert!(
+        namespaces
+            .delete(h.namespace.name(), &DeleteParams::default())
+            .await
+            .is_err(),
+        "no namespace deletion"
+    );
 }

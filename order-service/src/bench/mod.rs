@@ -35,6 +35,9 @@ pub struct BenchConfig {
     /// How long each phase runs.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// The sinks the service runs with (the direct-SQL phase writes the same outbox rows).
+    #[arg(long, env = "ORDER_SERVICE_SINKS", default_value = "dynamodb,kafka", value_parser = crate::config::parse_sinks)]
+    pub sinks: crate::config::SinkSet,
     /// How long to wait for the relay to deliver everything after the load.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -119,7 +122,9 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     create.print();
     let status = http_status_changes(&http, &base, &config, created).await;
     status.print();
-    relay_figures(&pool, started, config.drain_timeout).await?;
+    if !config.sinks.0.is_empty() {
+        relay_figures(&pool, started, config.drain_timeout).await?;
+    }
     let raw = sql_creates(&pool, &config).await?;
     raw.print();
     println!(
@@ -332,6 +337,7 @@ async fn sql_creates(pool: &sqlx::PgPool, config: &BenchConfig) -> anyhow::Resul
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!("bench order is invalid: {e}"))?;
     let orders = Arc::new(orders);
+    let sinks: Arc<[Sink]> = config.sinks.0.clone().into();
     let pool = pool.clone();
     let (result, _) = phase::<_, _, ()>(
         "sql create",
@@ -340,6 +346,7 @@ async fn sql_creates(pool: &sqlx::PgPool, config: &BenchConfig) -> anyhow::Resul
         move |client, n| {
             let pool = pool.clone();
             let orders = orders.clone();
+            let sinks = sinks.clone();
             async move {
                 let body = order_body(client, n);
                 let key = IdempotencyKey::parse(&Uuid::new_v4().to_string())
@@ -350,7 +357,7 @@ async fn sql_creates(pool: &sqlx::PgPool, config: &BenchConfig) -> anyhow::Resul
                 anyhow::ensure!(db::idempotency::claim(&mut tx, &key, &fingerprint, id).await?);
                 let order = db::orders::insert(&mut tx, id, &orders[client]).await?;
                 let event = EventEnvelope::order_created(&order, None);
-                db::outbox::insert(&mut tx, &event, &Sink::ALL).await?;
+                db::outbox::insert(&mut tx, &event, &sinks).await?;
                 tx.commit().await?;
                 Ok(None)
             }
