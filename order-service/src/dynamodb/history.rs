@@ -110,6 +110,11 @@ impl StatusHistoryStore {
         Ok(())
     }
 
+    /// Writes the history item of an event.
+    pub async fn put_event(&self, event: &EventEnvelope) -> Result<(), DeliveryError> {
+        self.put(&HistoryEntry::from_event(event)).await
+    }
+
     /// Up to `limit` entries of the order, newest first, below version `before` when given.
     pub async fn page(
         &self,

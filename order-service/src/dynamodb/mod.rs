@@ -12,7 +12,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use clap::Args;
 
-pub use counters::{CounterTotal, Recorded, StatusCounterStore};
+pub use counters::{CountedEvent, CounterTotal, Recorded, StatusCounterStore};
 pub use history::{HistoryEntry, HistoryPage, StatusHistoryStore};
 pub use tables::ensure_tables;
 

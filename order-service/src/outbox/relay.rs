@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::envelope::EventEnvelope;
 use super::{DeliveryError, Projections, Sink};
 use crate::db::outbox::{self as store, Claimed};
 use crate::metrics::Metrics;
@@ -93,17 +94,7 @@ impl Relay {
             tx.commit().await?;
             return Ok(StepOutcome::default());
         }
-        let results: Vec<(Claimed, Result<(), DeliveryError>)> = futures::stream::iter(batch)
-            .map(|claimed| async move {
-                let result = match &claimed.envelope {
-                    Ok(event) => self.projections.deliver(sink, event).await,
-                    Err(reason) => Err(DeliveryError::Permanent(reason.clone())),
-                };
-                (claimed, result)
-            })
-            .buffer_unordered(self.config.relay_concurrency.max(1))
-            .collect()
-            .await;
+        let results = self.deliver(sink, batch).await;
 
         let mut outcome = StepOutcome::default();
         let mut delivered: Vec<Uuid> = Vec::new();
@@ -130,6 +121,50 @@ impl Relay {
         outcome.delivered = delivered.len();
         self.metrics.outbox_published(sink, delivered.len() as u64);
         Ok(outcome)
+    }
+
+    /// Hands a batch to its sink: DynamoDB takes it whole (counters in shared transactions),
+    /// Kafka one record at a time, concurrently. An event this build cannot read is a
+    /// permanent failure.
+    async fn deliver(
+        &self,
+        sink: Sink,
+        batch: Vec<Claimed>,
+    ) -> Vec<(Claimed, Result<(), DeliveryError>)> {
+        let concurrency = self.config.relay_concurrency.max(1);
+        if let (Sink::DynamoDb, Some(dynamodb)) = (sink, &self.projections.dynamodb) {
+            let events: Vec<&EventEnvelope> = batch
+                .iter()
+                .filter_map(|c| c.envelope.as_ref().ok())
+                .collect();
+            let mut results = dynamodb
+                .deliver_many(&events, concurrency)
+                .await
+                .into_iter();
+            return batch
+                .into_iter()
+                .map(|claimed| {
+                    let result = match &claimed.envelope {
+                        Ok(_) => results
+                            .next()
+                            .unwrap_or_else(|| Err(DeliveryError::Transient("no result".into()))),
+                        Err(reason) => Err(DeliveryError::Permanent(reason.clone())),
+                    };
+                    (claimed, result)
+                })
+                .collect();
+        }
+        futures::stream::iter(batch)
+            .map(|claimed| async move {
+                let result = match &claimed.envelope {
+                    Ok(event) => self.projections.deliver(sink, event).await,
+                    Err(reason) => Err(DeliveryError::Permanent(reason.clone())),
+                };
+                (claimed, result)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await
     }
 
     /// Steps every enabled sink until none has anything due. For tests and one-shot use.
