@@ -205,7 +205,7 @@ impl StatusCounterStore {
                     .build(),
             );
         }
-        let mut sums: BTreeMap<(OrderStatus, &str), BTreeMap<&str, (i64, i64)>> = BTreeMap::new();
+        let mut sums: BTreeMap<(OrderStatus, &str), CurrencySums> = BTreeMap::new();
         for e in events {
             let per_currency = sums.entry((e.status, e.hour.as_str())).or_default();
             let total = per_currency.entry(e.currency.as_str()).or_default();
@@ -313,6 +313,9 @@ pub struct CountedEvent {
     pub currency: String,
     pub amount_minor: i64,
 }
+
+/// Per currency: orders counted and their total in minor units.
+type CurrencySums<'a> = BTreeMap<&'a str, (i64, i64)>;
 
 enum Cancelled {
     /// A marker's condition failed: some event of the chunk was counted meanwhile.
