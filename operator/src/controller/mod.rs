@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::{predicates, reflector, watcher, Controller, Predicate, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 
 pub use error::{error_chain, Error};
@@ -92,14 +92,39 @@ impl Context {
             }
             Err(_) => 1,
         };
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_secs(1))
-            .with_max_delay(Duration::from_secs(300))
-            .with_jitter()
-            .without_max_times()
-            .build()
-            .nth(attempt - 1)
-            .unwrap_or(Duration::from_secs(300))
+        backoff(attempt)
+    }
+}
+
+/// The delay before retry number `attempt` (1-based): exponential from 1 s to 5 min, jittered.
+fn backoff(attempt: usize) -> Duration {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(300))
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempt.saturating_sub(1))
+        .unwrap_or(Duration::from_secs(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_per_attempt_and_stays_bounded() {
+        // Jitter adds up to one more delay; the floor doubles each attempt.
+        assert!(backoff(1) >= Duration::from_secs(1) && backoff(1) <= Duration::from_secs(2));
+        assert!(backoff(4) >= Duration::from_secs(8));
+        for attempt in [20, 200] {
+            assert!(
+                backoff(attempt) <= Duration::from_secs(600),
+                "attempt {attempt}"
+            );
+            assert!(backoff(attempt) >= Duration::from_secs(300));
+        }
     }
 }
 
@@ -140,24 +165,35 @@ pub async fn run(
         }
     }
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=order-operator");
-    Controller::new(
+    // Our own status writes would otherwise trigger a reconcile each: only spec (generation)
+    // and finalizer changes of an OrderPlatform start one; children's changes still do.
+    let (reader, writer) = reflector::store();
+    let platforms = watcher(
         api::<OrderPlatform>(&client, &namespace),
         watcher::Config::default().any_semantic(),
     )
-    .owns(api::<Deployment>(&client, &namespace), children.clone())
-    .owns(api::<Job>(&client, &namespace), children.clone())
-    .owns(api::<ConfigMap>(&client, &namespace), children.clone())
-    .owns(api::<Service>(&client, &namespace), children.clone())
-    .owns(
-        api::<PodDisruptionBudget>(&client, &namespace),
-        children.clone(),
-    )
-    .owns(
-        api::<HorizontalPodAutoscaler>(&client, &namespace),
-        children,
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|_| futures::future::ready(()))
-    .await;
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(
+        predicates::generation.combine(predicates::finalizers),
+        Default::default(),
+    );
+    Controller::for_stream(platforms, reader)
+        .owns(api::<Deployment>(&client, &namespace), children.clone())
+        .owns(api::<Job>(&client, &namespace), children.clone())
+        .owns(api::<ConfigMap>(&client, &namespace), children.clone())
+        .owns(api::<Service>(&client, &namespace), children.clone())
+        .owns(
+            api::<PodDisruptionBudget>(&client, &namespace),
+            children.clone(),
+        )
+        .owns(
+            api::<HorizontalPodAutoscaler>(&client, &namespace),
+            children,
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }

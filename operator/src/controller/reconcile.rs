@@ -183,6 +183,7 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
     status.migrated_image = migration.migrated_image.clone();
 
     // The service objects.
+    let mut deployment = None;
     if let Some(image) = &migration.deploy_image {
         if running_image.as_deref() != Some(image.as_str()) {
             publish(
@@ -194,41 +195,43 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
             )
             .await;
         }
-        server_side_apply(
-            ctx,
-            &namespace,
-            &build::build_deployment(platform, image, &config),
-        )
-        .await?;
+        // The applied object comes back with its status: no second read.
+        deployment = Some(
+            server_side_apply(
+                ctx,
+                &namespace,
+                &build::build_deployment(platform, image, &config),
+            )
+            .await?,
+        );
     }
     server_side_apply(ctx, &namespace, &build::build_service(platform)).await?;
+    // Optional children are removed only when the spec changed: a DELETE that finds nothing
+    // on every reconcile would be load on the apiserver for nothing.
+    let spec_changed = platform.status.as_ref().and_then(|s| s.observed_generation) != generation;
     match build::build_pdb(platform) {
-        Some(pdb) => server_side_apply(ctx, &namespace, &pdb).await?,
-        None => {
+        Some(pdb) => {
+            server_side_apply(ctx, &namespace, &pdb).await?;
+        }
+        None if spec_changed => {
             delete_if_present::<PodDisruptionBudget>(ctx, &namespace, &platform.name_any()).await?
         }
+        None => {}
     }
     match build::build_hpa(platform) {
-        Some(hpa) => server_side_apply(ctx, &namespace, &hpa).await?,
-        None => {
+        Some(hpa) => {
+            server_side_apply(ctx, &namespace, &hpa).await?;
+        }
+        None if spec_changed => {
             delete_if_present::<HorizontalPodAutoscaler>(ctx, &namespace, &platform.name_any())
                 .await?
         }
+        None => {}
     }
-    prune_jobs(platform, ctx, &namespace).await?;
+    if migration.start_job {
+        prune_jobs(platform, ctx, &namespace).await?;
+    }
 
-    // Status from what the apiserver now has.
-    let deployment = if migration.deploy_image.is_some() {
-        Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(&platform.name_any())
-            .await
-            .map_err(|source| Error::Observe {
-                what: "Deployment".into(),
-                source,
-            })?
-    } else {
-        None
-    };
     let (service, rolled_out) = status::service_verdict(deployment.as_ref(), spec_image);
     let ready = status::ready_verdict(&migration.verdict, &service, rolled_out, spec_image);
     let not_managed = "this operator version does not provision it yet";
@@ -295,7 +298,7 @@ fn deployment_image(deployment: &Deployment) -> Option<String> {
 
 /// Server-side apply with the operator's field manager; `force` takes fields over from
 /// whoever edited them by hand, so drift is corrected.
-async fn server_side_apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<(), Error>
+async fn server_side_apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -312,7 +315,6 @@ where
         &Patch::Apply(object),
     )
     .await
-    .map(|_| ())
     .map_err(|source| Error::Apply {
         kind: kind_of::<K>(),
         name,
