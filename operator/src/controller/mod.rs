@@ -96,38 +96,6 @@ impl Context {
     }
 }
 
-/// The delay before retry number `attempt` (1-based): exponential from 1 s to 5 min, jittered.
-fn backoff(attempt: usize) -> Duration {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(300))
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .nth(attempt.saturating_sub(1))
-        .unwrap_or(Duration::from_secs(300))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_grows_per_attempt_and_stays_bounded() {
-        // Jitter adds up to one more delay; the floor doubles each attempt.
-        assert!(backoff(1) >= Duration::from_secs(1) && backoff(1) <= Duration::from_secs(2));
-        assert!(backoff(4) >= Duration::from_secs(8));
-        for attempt in [20, 200] {
-            assert!(
-                backoff(attempt) <= Duration::from_secs(600),
-                "attempt {attempt}"
-            );
-            assert!(backoff(attempt) >= Duration::from_secs(300));
-        }
-    }
-}
-
 /// Transient errors back off exponentially per object (user errors never get here: they set a
 /// condition and wait for a spec change).
 pub fn error_policy(platform: Arc<OrderPlatform>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -196,4 +164,36 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// The delay before retry number `attempt` (1-based): exponential from 1 s to 5 min, jittered.
+fn backoff(attempt: usize) -> Duration {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(300))
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempt.saturating_sub(1))
+        .unwrap_or(Duration::from_secs(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_per_attempt_and_stays_bounded() {
+        // Jitter adds up to one more delay; the floor doubles each attempt.
+        assert!(backoff(1) >= Duration::from_secs(1) && backoff(1) <= Duration::from_secs(2));
+        assert!(backoff(4) >= Duration::from_secs(8));
+        for attempt in [20, 200] {
+            assert!(
+                backoff(attempt) <= Duration::from_secs(600),
+                "attempt {attempt}"
+            );
+            assert!(backoff(attempt) >= Duration::from_secs(300));
+        }
+    }
 }

@@ -105,6 +105,16 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     })
     .await;
     let standby = 1 - leader;
+    for operator in &operators {
+        let base = operator.metrics.trim_end_matches("/metrics");
+        for probe in ["livez", "readyz"] {
+            let status = reqwest::get(format!("{base}/{probe}"))
+                .await
+                .expect(probe)
+                .status();
+            assert_eq!(status, 200, "{probe}: the standby is healthy and ready too");
+        }
+    }
 
     let platform: OrderPlatform = serde_json::from_value(json!({
         "apiVersion": "platform.orders.dev/v1alpha1", "kind": "OrderPlatform", "metadata": {"name": "shop"},

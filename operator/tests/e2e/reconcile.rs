@@ -765,3 +765,24 @@ async fn the_operators_own_rbac_is_enough_to_reach_ready_and_grants_no_secrets()
         "no namespace deletion"
     );
 }
+
+#[tokio::test]
+async fn deleting_the_namespace_is_not_blocked_by_the_finalizer() {
+    let h = Harness::start().await;
+    h.create(spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(connect().await);
+    namespaces
+        .delete(h.namespace.name(), &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    // The namespace controller deletes the platform; the operator's cleanup removes the
+    // finalizer; then the namespace goes.
+    wait_for(
+        &namespaces,
+        h.namespace.name(),
+        conditions::is_deleted(""),
+        Duration::from_secs(120),
+    )
+    .await;
+}

@@ -20,6 +20,10 @@ pub async fn insert(
     event: &EventEnvelope,
     sinks: &[Sink],
 ) -> Result<(), sqlx::Error> {
+    // Without sinks nothing would deliver (or clean up) the event.
+    if sinks.is_empty() {
+        return Ok(());
+    }
     let payload =
         serde_json::to_value(&event.payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let seq: i64 = sqlx::query_scalar(
@@ -36,9 +40,6 @@ pub async fn insert(
     .bind(payload)
     .fetch_one(&mut *conn)
     .await?;
-    if sinks.is_empty() {
-        return Ok(());
-    }
     let names: Vec<&str> = sinks.iter().map(|s| s.as_str()).collect();
     sqlx::query(
         "INSERT INTO outbox_deliveries (event_id, sink, order_id, order_version, seq)

@@ -466,3 +466,16 @@ async fn the_background_relay_delivers_without_being_driven() {
         .unwrap();
     assert_eq!(history["items"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn without_sinks_changes_queue_nothing() {
+    let app = crate::helpers::spawn_app().await;
+    app.advance(&sample_order(), &["CONFIRMED"]).await;
+    assert_eq!(
+        app.count("outbox_events").await,
+        0,
+        "nothing would ever deliver or delete them"
+    );
+    assert_eq!(app.count("outbox_deliveries").await, 0);
+    assert!(app.relay.is_none());
+}
