@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, CustomResourceExt, ResourceExt};
+use kube::Api;
 use order_operator::crd::OrderPlatform;
 use serde_json::json;
 use tokio::process::{Child, Command};
@@ -74,22 +74,7 @@ impl Operator {
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     let client = connect().await;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> = Api::all(client.clone());
-    let crd = OrderPlatform::crd();
-    crds.patch(
-        &crd.name_any(),
-        &PatchParams::apply("order-operator-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("crd");
-    wait_for(
-        &crds,
-        &crd.name_any(),
-        kube::runtime::conditions::is_crd_established(),
-        CONTROL_PLANE_TIMEOUT,
-    )
-    .await;
+    crate::reconcile::install_crd(&client).await;
     let namespace = TestNamespace::create(&client).await;
     let ns = namespace.name().to_owned();
     let mut operators = [Operator::start(&ns), Operator::start(&ns)];

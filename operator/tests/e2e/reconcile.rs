@@ -29,7 +29,7 @@ const IMAGE_2: &str = "registry.example/order-service:2.0.0";
 const IMAGE_3: &str = "registry.example/order-service:3.0.0";
 
 /// Installs the CRD (idempotent: server-side apply) and waits until it is established.
-async fn install_crd(client: &Client) {
+pub(crate) async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = OrderPlatform::crd();
     crds.patch(
