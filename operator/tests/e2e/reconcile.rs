@@ -786,3 +786,41 @@ async fn deleting_the_namespace_is_not_blocked_by_the_finalizer() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn old_migration_jobs_are_pruned_to_the_newest_three() {
+    let h = Harness::start().await;
+    h.create(spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+    let images: Vec<String> = (2..=5)
+        .map(|v| format!("registry.example/order-service:{v}.0.0"))
+        .collect();
+    for image in &images {
+        h.patch_spec(json!({"image": image})).await;
+        h.wait_condition("Ready", "True", None).await;
+        assert_eq!(h.deployment_image().await.as_deref(), Some(image.as_str()));
+    }
+    let platform = platform_of(&h).await;
+    let expected: Vec<String> = images[1..]
+        .iter()
+        .map(|i| build::migration_job_name(&platform, i))
+        .collect();
+    poll_until(CONTROL_PLANE_TIMEOUT, "old Jobs to be deleted", || async {
+        let mut names: Vec<String> = h
+            .namespace
+            .api::<Job>()
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .map(|j| j.name_any())
+            .collect();
+        names.sort();
+        let mut want = expected.clone();
+        want.sort();
+        (names == want).then_some(())
+    })
+    .await;
+}
