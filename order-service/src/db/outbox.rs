@@ -121,17 +121,23 @@ pub async fn claim(
     limit: i64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
     let rows: Vec<ClaimedRow> = sqlx::query_as(
-        "SELECT d.event_id, d.attempts, e.order_id, e.order_version, e.event_type, e.schema_version,
+        // The limit and the locks apply to the pending-deliveries index scan first; only the
+        // claimed rows are then joined with their events (a join before the limit would
+        // touch every pending row on each claim).
+        "WITH claimed AS (
+             SELECT d.event_id, d.attempts, d.seq FROM outbox_deliveries d
+             WHERE d.sink = $1 AND d.state = 'pending' AND d.next_attempt_at <= now()
+               AND NOT EXISTS (
+                   SELECT 1 FROM outbox_deliveries p
+                   WHERE p.sink = d.sink AND p.order_id = d.order_id AND p.state = 'pending'
+                     AND p.order_version < d.order_version)
+             ORDER BY d.seq
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED)
+         SELECT c.event_id, c.attempts, e.order_id, e.order_version, e.event_type, e.schema_version,
                 e.occurred_at, e.trace_id, e.payload
-         FROM outbox_deliveries d JOIN outbox_events e ON e.id = d.event_id
-         WHERE d.sink = $1 AND d.state = 'pending' AND d.next_attempt_at <= now()
-           AND NOT EXISTS (
-               SELECT 1 FROM outbox_deliveries p
-               WHERE p.sink = d.sink AND p.order_id = d.order_id AND p.state = 'pending'
-                 AND p.order_version < d.order_version)
-         ORDER BY d.seq
-         LIMIT $2
-         FOR UPDATE OF d SKIP LOCKED",
+         FROM claimed c JOIN outbox_events e ON e.id = c.event_id
+         ORDER BY c.seq",
     )
     .bind(sink.as_str())
     .bind(limit)
