@@ -90,10 +90,6 @@ pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);
 }
 
-pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
-}
-
 /// How a migration Job ended, if it did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {

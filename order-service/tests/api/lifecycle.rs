@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use sqlx::Connection;
 
 use crate::helpers::{
-    base_options, problem, problem_type, sample_order, spawn_app_with, wait_until, Options, TestApp,
+    problem, problem_type, sample_order, spawn_app_with, wait_until, Options, TestApp,
 };
 
 /// Opens a transaction holding the order's row lock, so a status change on it blocks.
@@ -94,10 +94,9 @@ async fn shutdown_gives_up_on_requests_that_outlive_the_drain_bound() {
     let order = app.create_order(&sample_order()).await;
     let id = order["id"].as_str().unwrap().to_owned();
     // Hold the lock from a separate connection, outside the app's pool that shutdown closes.
-    let mut holder =
-        sqlx::PgConnection::connect_with(&base_options().database(&current_db(&app).await))
-            .await
-            .unwrap();
+    let mut holder = sqlx::PgConnection::connect_with(&app.config.database.database_url)
+        .await
+        .unwrap();
     let mut tx = holder.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM orders WHERE id = $1::uuid FOR UPDATE")
         .bind(&id)
@@ -119,13 +118,6 @@ async fn shutdown_gives_up_on_requests_that_outlive_the_drain_bound() {
         "waited for the drain bound"
     );
     tx.rollback().await.unwrap();
-}
-
-async fn current_db(app: &TestApp) -> String {
-    sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(&app.pool)
-        .await
-        .expect("test fixture")
 }
 
 #[tokio::test]
