@@ -8,8 +8,8 @@ cd "$ROOT"
 ensure_rust
 with_stack
 
-say "building order-service (release)"
-cargo build --locked --release -p order-service
+say "building order-service and order-operator (release)"
+cargo build --locked --release -p order-service -p order-operator
 bin="$CARGO_TARGET_DIR/release/order-service"
 
 # A database of its own, new each run, so figures do not depend on earlier data.
@@ -17,13 +17,17 @@ bench_db=orders_bench
 psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS $bench_db WITH (FORCE)"
 psql "$DATABASE_URL" -qc "CREATE DATABASE $bench_db"
 export DATABASE_URL="${DATABASE_URL%/*}/$bench_db"
-"$bin" migrate >/dev/null
-# Tables and topic of their own, so the figures do not mix with `make run`'s.
-export ORDER_SERVICE_TABLE_PREFIX=bench-$(date +%s) ORDER_SERVICE_EVENTS_TOPIC=bench.events.$(date +%s)
-"$bin" init-local >/dev/null
+# Tables and topic of their own, so the figures do not mix with `make run`'s: the local example
+# with another prefix and topic, provisioned (with the migrations) by the operator's `apply`.
+run_id=$(date +%s)
+export ORDER_SERVICE_TABLE_PREFIX=bench-$run_id ORDER_SERVICE_EVENTS_TOPIC=bench.events.$run_id
+mkdir -p "$ROOT/target/bench"
+sed -e "s/tablePrefix: orders/tablePrefix: $ORDER_SERVICE_TABLE_PREFIX/" \
+  -e "s/orders\.events/$ORDER_SERVICE_EVENTS_TOPIC/g" examples/local.yaml >"$ROOT/target/bench/platform.yaml"
+"$CARGO_TARGET_DIR/release/order-operator" apply -f "$ROOT/target/bench/platform.yaml" \
+  --dynamodb-endpoint "$DYNAMODB_ENDPOINT" --kafka-bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS" >/dev/null
 
 addr=${BENCH_ADDR:-127.0.0.1:18080}
-mkdir -p "$ROOT/target/bench"
 log="$ROOT/target/bench/service.log"
 ORDER_SERVICE_LOG=warn "$bin" serve --addr "$addr" 2>"$log" &
 service=$!

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: the platform locally. Brings the stack up, applies migrations, serves the API on
-# ORDER_SERVICE_ADDR (default 127.0.0.1:8080) until Ctrl-C, then stops what it started.
+# `make run`: the platform locally. Brings the stack up, provisions it with
+# `order-operator apply -f examples/local.yaml` (DynamoDB tables, Kafka topic, PostgreSQL
+# migrations), serves the API on ORDER_SERVICE_ADDR (default 127.0.0.1:8080) until Ctrl-C, then
+# stops what it started.
 set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
@@ -8,14 +10,13 @@ cd "$ROOT"
 ensure_rust
 with_stack
 
-say "building order-service"
-cargo build --locked -p order-service
+say "building order-service and order-operator"
+cargo build --locked -p order-service -p order-operator
 bin="$CARGO_TARGET_DIR/debug/order-service"
 
-say "applying migrations"
-"$bin" migrate
-say "creating the DynamoDB tables and Kafka topic when missing"
-"$bin" init-local
+say "provisioning: order-operator apply -f examples/local.yaml"
+"$CARGO_TARGET_DIR/debug/order-operator" apply -f examples/local.yaml \
+  --dynamodb-endpoint "$DYNAMODB_ENDPOINT" --kafka-bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS"
 export ORDER_SERVICE_ADDR=${ORDER_SERVICE_ADDR:-127.0.0.1:8080}
 say "serving on http://$ORDER_SERVICE_ADDR (docs: http://$ORDER_SERVICE_ADDR/docs); Ctrl-C stops"
 # Not exec: the EXIT trap must run after the service stops so the stack goes down too.

@@ -30,8 +30,15 @@ pub enum Command {
     /// Create many OrderPlatforms against the current cluster and report how the controller
     /// (run in this process) keeps up.
     Bench(crate::bench::BenchConfig),
-    /// Print the operator's RBAC (a ClusterRole, and a Role for the leader Lease) as YAML.
+    /// Print the operator's RBAC (its ClusterRole, the credentials ClusterRole to bind per
+    /// namespace, and a Role for the leader Lease) as YAML.
     Rbac,
+    /// Show what `apply` would change in DynamoDB, Kafka and PostgreSQL for an OrderPlatform
+    /// file, changing nothing. Exit 0: no changes; 2: changes pending; 1: error or refusal.
+    Plan(crate::cli::PlanArgs),
+    /// Create or correct the DynamoDB tables and Kafka topics of an OrderPlatform file and run
+    /// its PostgreSQL migrations, without Kubernetes. Refusals stop it with exit 1.
+    Apply(crate::cli::ApplyArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -65,6 +72,9 @@ pub struct RunConfig {
     /// How often a healthy platform is re-checked for drift.
     #[arg(long, env = "ORDER_OPERATOR_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync: Duration,
+    /// Bound on each DynamoDB and Kafka call (retries included).
+    #[arg(long, env = "ORDER_OPERATOR_PROVISION_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub provision_timeout: Duration,
 }
 
 #[cfg(test)]

@@ -253,9 +253,13 @@ pub struct DynamoDbSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("tablePrefix is immutable: changing it would orphan the existing tables"))]
     #[schemars(length(max = 200))]
     pub table_prefix: String,
-    /// `PAY_PER_REQUEST` (default) or `PROVISIONED`.
+    /// `PAY_PER_REQUEST` (default) or `PROVISIONED`. The operator changes a table's billing
+    /// mode when this changes (AWS allows one switch per table per 24 hours).
     #[serde(default)]
     pub billing_mode: BillingMode,
+    /// Capacity of each table when `billingMode` is `PROVISIONED` (default 5 and 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioned_throughput: Option<ProvisionedThroughputSpec>,
     /// Days status history items are kept (DynamoDB TTL; default 365).
     #[serde(default = "default_retention")]
     #[x_kube(validation = Rule::new("self >= 1").message("historyRetentionDays must be at least 1"))]
@@ -268,6 +272,33 @@ fn default_region() -> String {
 
 fn default_retention() -> i32 {
     365
+}
+
+/// Read and write capacity units of a `PROVISIONED` table.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvisionedThroughputSpec {
+    /// Read capacity units (default 5).
+    #[serde(default = "default_capacity")]
+    #[x_kube(validation = Rule::new("self >= 1").message("readCapacityUnits must be at least 1"))]
+    pub read_capacity_units: i64,
+    /// Write capacity units (default 5).
+    #[serde(default = "default_capacity")]
+    #[x_kube(validation = Rule::new("self >= 1").message("writeCapacityUnits must be at least 1"))]
+    pub write_capacity_units: i64,
+}
+
+impl Default for ProvisionedThroughputSpec {
+    fn default() -> Self {
+        Self {
+            read_capacity_units: default_capacity(),
+            write_capacity_units: default_capacity(),
+        }
+    }
+}
+
+fn default_capacity() -> i64 {
+    5
 }
 
 #[derive(
@@ -375,6 +406,25 @@ pub struct OrderPlatformStatus {
     /// Ready service pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// The DynamoDB tables, as last provisioned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<ExternalResourceStatus>,
+    /// The Kafka topics, as last provisioned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<ExternalResourceStatus>,
+}
+
+/// One table or topic.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalResourceStatus {
+    pub name: String,
+    /// `Ready`, `Refused` (a change the operator will not make; see `lastError`) or `Failed`
+    /// (a call failed; retried with backoff).
+    pub state: String,
+    /// Why it is not `Ready`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[cfg(test)]

@@ -85,15 +85,18 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
         let lost = stop_rx.await.unwrap_or(false);
         let _ = lost_tx.send(lost);
     };
-    let ctx = Arc::new(Context::new(
-        client,
-        Reporter {
-            controller: "order-operator".into(),
-            instance: Some(identity),
-        },
-        metrics.clone(),
-        config.resync,
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            Reporter {
+                controller: "order-operator".into(),
+                instance: Some(identity),
+            },
+            metrics.clone(),
+            config.resync,
+        )
+        .with_provision_timeout(config.provision_timeout),
+    );
     controller::run(ctx, config.watch_namespace.clone(), trigger).await;
     watcher.abort();
     metrics.set_leader(false);

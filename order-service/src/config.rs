@@ -28,9 +28,6 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Apply the migrations embedded in this binary, then exit.
     Migrate(DatabaseConfig),
-    /// Create the DynamoDB tables and the Kafka topic when missing, then exit. For local stacks
-    /// and tests; in clusters the operator provisions them.
-    InitLocal(SinksConfig),
     /// Compare recently changed orders with their newest DynamoDB history item, and the hourly
     /// counters with the history; print any drift and exit 1 when there is some.
     VerifyProjections(VerifyConfig),

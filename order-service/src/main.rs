@@ -22,11 +22,6 @@ async fn main() -> anyhow::Result<()> {
             pool.close().await;
             Ok(())
         }
-        Command::InitLocal(config) => {
-            startup::init_local(&config).await?;
-            println!("tables and topic are in place");
-            Ok(())
-        }
         Command::VerifyProjections(config) => {
             let report = verify::run(&config).await?;
             print!("{report}");

@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ServeConfig, SinksConfig};
 use crate::db;
-use crate::dynamodb::{self, StatusCounterStore, StatusHistoryStore};
+use crate::dynamodb::{StatusCounterStore, StatusHistoryStore};
 use crate::http::{self, AppState, HttpLimits};
-use crate::kafka::{self, EventPublisher};
+use crate::kafka::EventPublisher;
 use crate::metrics::Metrics;
 use crate::outbox::{DynamoDbProjection, Projections, Relay, Sink};
 
@@ -169,22 +169,6 @@ pub async fn projections(config: &SinksConfig) -> anyhow::Result<Projections> {
         None
     };
     Ok(Projections { dynamodb, kafka })
-}
-
-/// Creates the enabled sinks' tables and topic when missing.
-pub async fn init_local(config: &SinksConfig) -> anyhow::Result<()> {
-    if config.sinks.contains(Sink::DynamoDb) {
-        let client = config.dynamodb.client().await;
-        dynamodb::ensure_tables(&client, &config.dynamodb)
-            .await
-            .map_err(|e| anyhow::anyhow!("creating the DynamoDB tables: {e}"))?;
-    }
-    if config.sinks.contains(Sink::Kafka) {
-        kafka::ensure_topic(&config.kafka, platform_resources::DEFAULT_TOPIC_PARTITIONS)
-            .await
-            .context("creating the Kafka topic")?;
-    }
-    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

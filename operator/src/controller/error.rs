@@ -28,6 +28,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the OrderPlatform has no namespace")]
     MissingNamespace,
+    #[error("deleting tables and topics (deletionPolicy Delete): {0}")]
+    Cleanup(String),
 }
 
 impl Error {
@@ -39,6 +41,7 @@ impl Error {
             Self::Status(_) => "StatusUpdateFailed",
             Self::Finalizer(_) => "FinalizerFailed",
             Self::MissingNamespace => "MissingNamespace",
+            Self::Cleanup(_) => "CleanupFailed",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod build;
 mod error;
+mod external;
 mod reconcile;
 pub mod status;
 
@@ -40,6 +41,9 @@ pub struct Context {
     warned: Mutex<HashMap<String, (String, Option<i64>)>>,
     /// How often a healthy platform is re-checked for drift.
     pub resync: Duration,
+    /// Bound on each DynamoDB or Kafka call.
+    pub provision_timeout: Duration,
+    connections: external::Connections,
 }
 
 impl Context {
@@ -56,7 +60,14 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             warned: Mutex::new(HashMap::new()),
             resync,
+            provision_timeout: Duration::from_secs(30),
+            connections: external::Connections::default(),
         }
+    }
+
+    pub fn with_provision_timeout(mut self, timeout: Duration) -> Self {
+        self.provision_timeout = timeout;
+        self
     }
 
     fn key(platform: &OrderPlatform) -> String {
@@ -73,17 +84,31 @@ impl Context {
         }
     }
 
-    /// True the first time `reason` is seen for this object at this generation.
-    pub(crate) fn first_warning(&self, platform: &OrderPlatform, reason: &str) -> bool {
+    /// True the first time `reason` is seen for this object's condition `type_` at this
+    /// generation.
+    pub(crate) fn first_warning(
+        &self,
+        platform: &OrderPlatform,
+        type_: &str,
+        reason: &str,
+    ) -> bool {
         let Ok(mut warned) = self.warned.lock() else {
             return true;
         };
         let value = (reason.to_owned(), platform.metadata.generation);
-        warned.insert(Self::key(platform), value.clone()).as_ref() != Some(&value)
+        let key = format!("{}#{type_}", Self::key(platform));
+        warned.insert(key, value.clone()).as_ref() != Some(&value)
+    }
+
+    /// The condition `type_` is fine again: its next problem warns anew.
+    pub(crate) fn clear_warning(&self, platform: &OrderPlatform, type_: &str) {
+        if let Ok(mut warned) = self.warned.lock() {
+            warned.remove(&format!("{}#{type_}", Self::key(platform)));
+        }
     }
 
     /// Counts a failure and returns the backoff before the next attempt.
-    fn failed(&self, platform: &OrderPlatform) -> Duration {
+    pub(crate) fn failed(&self, platform: &OrderPlatform) -> Duration {
         let attempt = match self.failures.lock() {
             Ok(mut failures) => {
                 let count = failures.entry(Self::key(platform)).or_insert(0);

@@ -17,9 +17,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::build::{self, COMPONENT_LABEL, INSTANCE_LABEL};
-use super::status::{self, Truth, Verdict};
-use super::{Context, Error};
+use super::status::{self, ResourceOutcome, Truth, Verdict};
+use super::{external, Context, Error};
 use crate::crd::{DeletionPolicy, OrderPlatform, OrderPlatformStatus};
+use crate::provision::Intent;
 
 /// The one field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "order-operator";
@@ -127,7 +128,7 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         status::set_condition(&mut status.conditions, &verdict, generation, &now);
         status.phase = Some("Degraded".into());
         patch_status(platform, ctx, &status).await?;
-        if ctx.first_warning(platform, "InvalidSpec") {
+        if ctx.first_warning(platform, status::READY, "InvalidSpec") {
             publish(ctx, platform, EventType::Warning, "InvalidSpec", problem).await;
         }
         ctx.succeeded(platform);
@@ -135,6 +136,24 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
     }
 
     let observed = observe(platform, ctx, &namespace).await?;
+
+    // Tables and topics first: a new image needs them in shape before it rolls out.
+    let (table_outcomes, topic_outcomes) =
+        external::provision(platform, ctx, Intent::Present).await;
+    let (tables, table_entries) =
+        status::external_verdict(status::TABLES_READY, "tables", &table_outcomes);
+    let (topics, topic_entries) =
+        status::external_verdict(status::TOPICS_READY, "topics", &topic_outcomes);
+    for (verdict, outcomes) in [(&tables, &table_outcomes), (&topics, &topic_outcomes)] {
+        report_external(platform, ctx, verdict, outcomes).await;
+    }
+    let external_ready = tables.status == Truth::True && topics.status == Truth::True;
+    let external_failed = table_outcomes
+        .iter()
+        .chain(&topic_outcomes)
+        .any(|o| o.error.is_some());
+    status.tables = table_entries;
+    status.topics = topic_entries;
 
     // Configuration first: the Deployment's checksum is computed from it.
     let config_map = build::build_config_map(platform);
@@ -145,12 +164,16 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
     let spec_image = platform.spec.image.as_str();
     let running_image = observed.deployment.as_ref().and_then(deployment_image);
     let job_outcome = observed.job.as_ref().map(status::job_outcome);
-    let migration = status::decide_migration(
-        spec_image,
-        platform.spec.database.migrations.enabled,
-        status.migrated_image.as_deref(),
+    let migration = status::gate_on_external(
+        status::decide_migration(
+            spec_image,
+            platform.spec.database.migrations.enabled,
+            status.migrated_image.as_deref(),
+            running_image.as_deref(),
+            job_outcome.as_ref(),
+        ),
+        external_ready,
         running_image.as_deref(),
-        job_outcome.as_ref(),
     );
     if migration.start_job {
         server_side_apply(
@@ -168,9 +191,13 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         )
         .await;
     }
-    if migration.verdict.status == Truth::False
-        && ctx.first_warning(platform, migration.verdict.reason)
-    {
+    if migration.verdict.status != Truth::False {
+        ctx.clear_warning(platform, status::MIGRATIONS_SUCCEEDED);
+    } else if ctx.first_warning(
+        platform,
+        status::MIGRATIONS_SUCCEEDED,
+        migration.verdict.reason,
+    ) {
         publish(
             ctx,
             platform,
@@ -233,52 +260,104 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
     }
 
     let (service, rolled_out) = status::service_verdict(deployment.as_ref(), spec_image);
-    let ready = status::ready_verdict(&migration.verdict, &service, rolled_out, spec_image);
-    let not_managed = "this operator version does not provision it yet";
-    for verdict in [
-        migration.verdict.clone(),
-        Verdict::new(
-            status::TABLES_READY,
-            Truth::Unknown,
-            "NotManaged",
-            format!("DynamoDB tables: {not_managed}"),
-        ),
-        Verdict::new(
-            status::TOPICS_READY,
-            Truth::Unknown,
-            "NotManaged",
-            format!("Kafka topics: {not_managed}"),
-        ),
-        service.clone(),
-        ready.clone(),
-    ] {
-        status::set_condition(&mut status.conditions, &verdict, generation, &now);
+    let ready = status::ready_verdict(
+        &migration.verdict,
+        &[&tables, &topics],
+        &service,
+        rolled_out,
+        spec_image,
+    );
+    for verdict in [&migration.verdict, &tables, &topics, &service, &ready] {
+        status::set_condition(&mut status.conditions, verdict, generation, &now);
     }
-    status.phase = Some(status::phase(&migration.verdict, &ready).into());
+    status.phase = Some(status::phase(&migration.verdict, &[&tables, &topics], &ready).into());
     status.current_image = deployment.as_ref().and_then(deployment_image);
     status.ready_replicas = deployment
         .as_ref()
         .and_then(|d| d.status.as_ref())
         .and_then(|s| s.ready_replicas);
     patch_status(platform, ctx, &status).await?;
-    ctx.succeeded(platform);
 
+    if external_failed {
+        // A call failed (endpoint down, timeout): back off like any transient error.
+        return Ok(Action::requeue(ctx.failed(platform)));
+    }
+    ctx.succeeded(platform);
     Ok(match (ready.status, migration.verdict.status) {
         (Truth::True, _) => Action::requeue(ctx.resync),
-        // A failed migration waits for a spec change (a new image); the resync still re-checks.
+        // A failed migration or a refused change waits for a spec change; the periodic
+        // resync still re-checks (a conflicting table removed by hand, say).
         (_, Truth::False) => Action::requeue(ctx.resync),
+        _ if tables.status == Truth::False || topics.status == Truth::False => {
+            Action::requeue(ctx.resync)
+        }
         _ => Action::requeue(Duration::from_secs(10)),
     })
 }
 
+/// Events for one provisioner's outcome: a Warning once per refusal, a Normal Event for
+/// what was changed (`DriftCorrected` when it had been in shape).
+async fn report_external(
+    platform: &OrderPlatform,
+    ctx: &Context,
+    verdict: &Verdict,
+    outcomes: &[ResourceOutcome],
+) {
+    let refused = outcomes.iter().any(|o| o.refusal.is_some());
+    if !refused {
+        ctx.clear_warning(platform, verdict.type_);
+    } else if ctx.first_warning(platform, verdict.type_, verdict.reason) {
+        publish(
+            ctx,
+            platform,
+            EventType::Warning,
+            verdict.reason,
+            verdict.message.clone(),
+        )
+        .await;
+    }
+    let applied: Vec<&str> = outcomes
+        .iter()
+        .flat_map(|o| o.applied.iter().map(String::as_str))
+        .collect();
+    if applied.is_empty() {
+        return;
+    }
+    let was_ready = platform.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == verdict.type_ && c.status == "True")
+    });
+    let reason = if was_ready {
+        "DriftCorrected"
+    } else {
+        "Provisioned"
+    };
+    publish(ctx, platform, EventType::Normal, reason, applied.join("; ")).await;
+}
+
 /// Deletion: children go with their owner (garbage collection); external data follows the
-/// deletion policy. Nothing here blocks once it has run.
+/// deletion policy. With `Delete`, a failed call keeps the finalizer and is retried.
 async fn cleanup(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error> {
     let note = match platform.spec.deletion_policy {
-        DeletionPolicy::Retain => "deletionPolicy Retain: DynamoDB tables and Kafka topics are kept",
-        DeletionPolicy::Delete => "deletionPolicy Delete: this operator version does not own tables and topics yet, so none were deleted",
+        DeletionPolicy::Retain => {
+            "deletionPolicy Retain: DynamoDB tables and Kafka topics are kept".to_owned()
+        }
+        DeletionPolicy::Delete => {
+            let (tables, topics) = external::provision(platform, ctx, Intent::Absent).await;
+            let outcomes: Vec<_> = tables.into_iter().chain(topics).collect();
+            if let Some((_, message)) = outcomes.iter().find_map(|o| o.error.clone()) {
+                return Err(Error::Cleanup(message));
+            }
+            let deleted: Vec<_> = outcomes.iter().flat_map(|o| o.applied.clone()).collect();
+            if deleted.is_empty() {
+                "deletionPolicy Delete: no tables or topics were left to delete".to_owned()
+            } else {
+                format!("deletionPolicy Delete: {}", deleted.join("; "))
+            }
+        }
     };
-    publish(ctx, platform, EventType::Normal, "Deleted", note.into()).await;
+    publish(ctx, platform, EventType::Normal, "Deleted", note).await;
     ctx.succeeded(platform);
     Ok(Action::await_change())
 }

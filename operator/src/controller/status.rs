@@ -7,6 +7,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::crd::ExternalResourceStatus;
+
 pub const MIGRATIONS_SUCCEEDED: &str = "MigrationsSucceeded";
 pub const TABLES_READY: &str = "TablesReady";
 pub const TOPICS_READY: &str = "TopicsReady";
@@ -251,23 +253,89 @@ pub fn service_verdict(deployment: Option<&Deployment>, image: &str) -> (Verdict
     (verdict, rolled_out && available)
 }
 
-/// `Ready` from the other conditions.
+/// How provisioning one table or topic went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceOutcome {
+    pub name: String,
+    /// The actions applied this time (drift corrected, or first creation).
+    pub applied: Vec<String>,
+    /// A change refused: (reason, message). Nothing was touched.
+    pub refusal: Option<(&'static str, String)>,
+    /// A call that failed: (reason, message). Retried with backoff.
+    pub error: Option<(&'static str, String)>,
+    /// Optional calls the endpoint does not support.
+    pub notes: Vec<String>,
+}
+
+/// `TablesReady` or `TopicsReady`, and the per-resource status entries. A refusal wins over a
+/// failure: it needs a person, a failure only time.
+pub fn external_verdict(
+    type_: &'static str,
+    kind: &str,
+    outcomes: &[ResourceOutcome],
+) -> (Verdict, Vec<ExternalResourceStatus>) {
+    let entries = outcomes
+        .iter()
+        .map(|o| {
+            let (state, last_error) = match (&o.refusal, &o.error) {
+                (Some((reason, message)), _) => ("Refused", Some(format!("{reason}: {message}"))),
+                (None, Some((reason, message))) => ("Failed", Some(format!("{reason}: {message}"))),
+                (None, None) => ("Ready", None),
+            };
+            ExternalResourceStatus {
+                name: o.name.clone(),
+                state: state.into(),
+                last_error,
+            }
+        })
+        .collect();
+    let first = |pick: fn(&ResourceOutcome) -> &Option<(&'static str, String)>| {
+        outcomes.iter().find_map(|o| pick(o).clone())
+    };
+    let verdict = if let Some((reason, _)) = first(|o| &o.refusal) {
+        let messages: Vec<_> = outcomes
+            .iter()
+            .filter_map(|o| o.refusal.as_ref().map(|(_, m)| m.as_str()))
+            .collect();
+        Verdict::new(type_, Truth::False, reason, messages.join("; "))
+    } else if let Some((reason, message)) = first(|o| &o.error) {
+        Verdict::new(type_, Truth::False, reason, message)
+    } else {
+        let names: Vec<_> = outcomes.iter().map(|o| o.name.as_str()).collect();
+        let mut message = format!("{kind} {} in shape", names.join(", "));
+        for note in outcomes.iter().flat_map(|o| &o.notes) {
+            message.push_str("; ");
+            message.push_str(note);
+        }
+        Verdict::new(type_, Truth::True, "Provisioned", message)
+    };
+    (verdict, entries)
+}
+
+/// `Ready` from the other conditions: migrations, then tables and topics, then the service.
 pub fn ready_verdict(
     migrations: &Verdict,
+    external: &[&Verdict],
     service: &Verdict,
     rolled_out: bool,
     spec_image: &str,
 ) -> Verdict {
-    if migrations.status == Truth::False {
+    if let Some(blocking) = std::iter::once(migrations)
+        .chain(external.iter().copied())
+        .find(|v| v.status == Truth::False)
+    {
         return Verdict::new(
             READY,
             Truth::False,
-            migrations.reason,
-            migrations.message.clone(),
+            blocking.reason,
+            blocking.message.clone(),
         );
     }
     if migrations.status != Truth::True {
         return Verdict::new(READY, Truth::False, "Migrating", migrations.message.clone());
+    }
+    if let Some(pending) = external.iter().find(|v| v.status != Truth::True) {
+        return Verdict::new(READY, Truth::False, "Provisioning", pending.message.clone());
     }
     if service.status != Truth::True {
         return Verdict::new(READY, Truth::False, service.reason, service.message.clone());
@@ -288,14 +356,31 @@ pub fn ready_verdict(
     )
 }
 
-/// The one-word phase shown by `kubectl get`.
-pub fn phase(migrations: &Verdict, ready: &Verdict) -> &'static str {
-    match (migrations.status, ready.status) {
-        (_, Truth::True) => "Ready",
-        (Truth::False, _) => "Degraded",
-        (Truth::Unknown, _) => "Migrating",
-        _ => "Progressing",
+/// The rollout gate's second half: a new image moves only when the tables and topics it needs
+/// are in shape; otherwise the Deployment keeps the image it runs.
+pub fn gate_on_external(
+    mut decision: MigrationDecision,
+    external_ready: bool,
+    running_image: Option<&str>,
+) -> MigrationDecision {
+    if !external_ready {
+        decision.deploy_image = running_image.map(str::to_owned);
     }
+    decision
+}
+
+/// The one-word phase shown by `kubectl get`.
+pub fn phase(migrations: &Verdict, external: &[&Verdict], ready: &Verdict) -> &'static str {
+    if ready.status == Truth::True {
+        return "Ready";
+    }
+    if migrations.status == Truth::False || external.iter().any(|v| v.status == Truth::False) {
+        return "Degraded";
+    }
+    if migrations.status == Truth::Unknown {
+        return "Migrating";
+    }
+    "Progressing"
 }
 
 #[cfg(test)]
@@ -397,15 +482,18 @@ mod tests {
     }
 
     #[test]
-    fn ready_needs_migrations_availability_and_the_rollout() {
+    fn ready_needs_migrations_tables_topics_availability_and_the_rollout() {
         let migrated = Verdict::new(MIGRATIONS_SUCCEEDED, Truth::True, "Succeeded", "");
         let available = Verdict::new(SERVICE_AVAILABLE, Truth::True, "Available", "");
+        let tables = Verdict::new(TABLES_READY, Truth::True, "Provisioned", "");
+        let topics = Verdict::new(TOPICS_READY, Truth::True, "Provisioned", "");
+        let ok = [&tables, &topics];
         assert_eq!(
-            ready_verdict(&migrated, &available, true, "img").status,
+            ready_verdict(&migrated, &ok, &available, true, "img").status,
             Truth::True
         );
         assert_eq!(
-            ready_verdict(&migrated, &available, false, "img").reason,
+            ready_verdict(&migrated, &ok, &available, false, "img").reason,
             "RollingOut"
         );
         let failed = Verdict::new(
@@ -414,11 +502,69 @@ mod tests {
             "BackoffLimitExceeded",
             "x",
         );
-        let ready = ready_verdict(&failed, &available, true, "img");
+        let ready = ready_verdict(&failed, &ok, &available, true, "img");
         assert_eq!(
             (ready.status, ready.reason),
             (Truth::False, "BackoffLimitExceeded")
         );
-        assert_eq!(phase(&failed, &ready), "Degraded");
+        assert_eq!(phase(&failed, &ok, &ready), "Degraded");
+
+        let conflict = Verdict::new(TABLES_READY, Truth::False, "KeySchemaConflict", "keys");
+        let ready = ready_verdict(&migrated, &[&conflict, &topics], &available, true, "img");
+        assert_eq!(
+            (ready.status, ready.reason),
+            (Truth::False, "KeySchemaConflict")
+        );
+        assert_eq!(phase(&migrated, &[&conflict, &topics], &ready), "Degraded");
+        let unknown = Verdict::new(TOPICS_READY, Truth::Unknown, "Pending", "");
+        let ready = ready_verdict(&migrated, &[&tables, &unknown], &available, true, "img");
+        assert_eq!(ready.reason, "Provisioning");
+    }
+
+    #[test]
+    fn a_new_image_waits_for_tables_and_topics() {
+        let decision = decide_migration("img:2", true, Some("img:2"), Some("img:1"), None);
+        let held = gate_on_external(decision.clone(), false, Some("img:1"));
+        assert_eq!(held.deploy_image.as_deref(), Some("img:1"));
+        let first = gate_on_external(decision.clone(), false, None);
+        assert_eq!(first.deploy_image, None);
+        let open = gate_on_external(decision, true, Some("img:1"));
+        assert_eq!(open.deploy_image.as_deref(), Some("img:2"));
+    }
+
+    #[test]
+    fn external_verdicts_put_refusals_before_failures() {
+        let ok = ResourceOutcome {
+            name: "t-a".into(),
+            notes: vec!["tags not managed".into()],
+            ..ResourceOutcome::default()
+        };
+        let (verdict, entries) =
+            external_verdict(TABLES_READY, "tables", std::slice::from_ref(&ok));
+        assert_eq!(
+            (verdict.status, verdict.reason),
+            (Truth::True, "Provisioned")
+        );
+        assert!(verdict.message.contains("tags not managed"));
+        assert_eq!(entries[0].state, "Ready");
+
+        let failed = ResourceOutcome {
+            name: "t-b".into(),
+            error: Some(("Timeout", "no answer".into())),
+            ..ResourceOutcome::default()
+        };
+        let refused = ResourceOutcome {
+            name: "t-c".into(),
+            refusal: Some(("KeySchemaConflict", "keys differ".into())),
+            ..ResourceOutcome::default()
+        };
+        let (verdict, entries) = external_verdict(TABLES_READY, "tables", &[ok, failed, refused]);
+        assert_eq!(
+            (verdict.status, verdict.reason),
+            (Truth::False, "KeySchemaConflict")
+        );
+        let states: Vec<_> = entries.iter().map(|e| e.state.as_str()).collect();
+        assert_eq!(states, ["Ready", "Failed", "Refused"]);
+        assert_eq!(entries[1].last_error.as_deref(), Some("Timeout: no answer"));
     }
 }

@@ -3,7 +3,6 @@
 
 mod counters;
 mod history;
-mod tables;
 
 use std::time::Duration;
 
@@ -14,7 +13,6 @@ use clap::Args;
 
 pub use counters::{CountedEvent, CounterTotal, Recorded, StatusCounterStore};
 pub use history::{HistoryEntry, HistoryPage, StatusHistoryStore};
-pub use tables::ensure_tables;
 
 use crate::outbox::DeliveryError;
 

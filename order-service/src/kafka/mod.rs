@@ -3,8 +3,6 @@
 use std::time::Duration;
 
 use clap::Args;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -157,24 +155,6 @@ fn classify(error: KafkaError) -> DeliveryError {
     } else {
         DeliveryError::Transient(error.to_string())
     }
-}
-
-/// Creates the events topic when missing (local stacks and tests; in clusters the operator
-/// provisions it).
-pub async fn ensure_topic(config: &KafkaConfig, partitions: i32) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
-    let topic = NewTopic::new(&config.kafka_topic, partitions, TopicReplication::Fixed(1));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics([&topic], &options).await? {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                tracing::warn!(topic = name, error = ?code, "creating the events topic failed");
-                return Err(KafkaError::AdminOp(code));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -116,9 +116,7 @@ async fn kill_9_mid_stream_loses_and_duplicates_nothing() {
     order_service::startup::migrate(&pool)
         .await
         .expect("migrate");
-    order_service::startup::init_local(&config.sinks)
-        .await
-        .expect("tables and topic");
+    crate::helpers::provision(&config.sinks).await;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -198,9 +198,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 pub async fn spawn_on(db: PgConnectOptions, pool: PgPool, options: Options) -> TestApp {
     let config = serve_config(&db, &options);
     if options.sinks.is_some() {
-        startup::init_local(&config.sinks)
-            .await
-            .expect("create this test's tables and topic");
+        provision(&config.sinks).await;
     }
     let app = Application::with_pool(&config, pool.clone())
         .await
@@ -219,6 +217,47 @@ pub async fn spawn_on(db: PgConnectOptions, pool: PgPool, options: Options) -> T
         relay,
         shutdown: Some(tx),
         server: Some(server),
+    }
+}
+
+/// Creates the enabled sinks' tables and topic with the operator's provisioners, as
+/// `order-operator apply` does for the local stack.
+pub async fn provision(sinks: &order_service::config::SinksConfig) {
+    use order_operator::provision::dynamodb::{
+        Billing, DesiredTable, DynamoDbTarget, TableProvisioner,
+    };
+    use order_operator::provision::kafka::{DesiredTopic, KafkaTarget, TopicProvisioner};
+    use order_service::outbox::Sink;
+    let timeout = Duration::from_secs(20);
+    if sinks.sinks.contains(Sink::DynamoDb) {
+        let target = DynamoDbTarget {
+            region: sinks.dynamodb.dynamodb_region.clone(),
+            endpoint: sinks.dynamodb.dynamodb_endpoint.clone(),
+            credentials: None,
+            timeout,
+        };
+        let tables = DesiredTable::all(
+            &sinks.dynamodb.dynamodb_table_prefix,
+            Billing::PayPerRequest,
+            Default::default(),
+        );
+        TableProvisioner::connect(&target)
+            .await
+            .converge(&tables)
+            .await
+            .expect("create this test's tables");
+    }
+    if sinks.sinks.contains(Sink::Kafka) {
+        let target = KafkaTarget {
+            bootstrap_servers: sinks.kafka.kafka_bootstrap_servers.clone(),
+            properties: sinks.kafka.kafka_properties.clone(),
+            timeout,
+        };
+        TopicProvisioner::connect(&target)
+            .expect("Kafka admin client")
+            .converge(&[DesiredTopic::new(&sinks.kafka.kafka_topic)])
+            .await
+            .expect("create this test's topic");
     }
 }
 

@@ -1,0 +1,62 @@
+//! Failed calls: transient, retried by the controller with backoff, a non-zero exit in the CLI.
+
+/// A call to DynamoDB, Kafka or PostgreSQL that failed or did not answer in time.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("DynamoDB {operation} {resource}: {message}")]
+    DynamoDb {
+        operation: &'static str,
+        resource: String,
+        message: String,
+    },
+    #[error("Kafka {operation} {resource}: {message}")]
+    Kafka {
+        operation: &'static str,
+        resource: String,
+        message: String,
+    },
+    #[error("PostgreSQL {operation}: {message}")]
+    Database {
+        operation: &'static str,
+        message: String,
+    },
+    /// Only from `converge`: the controller and the CLI report refusals as outcomes.
+    #[error("refused: {0}")]
+    Refused(super::Refusal),
+    #[error("{system} did not answer {operation} within {timeout:?}")]
+    Timeout {
+        system: &'static str,
+        operation: &'static str,
+        timeout: std::time::Duration,
+    },
+}
+
+impl ProvisionError {
+    /// The stable reason of the condition (or CLI message) this error becomes.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::DynamoDb { .. } => "DynamoDbCallFailed",
+            Self::Kafka { .. } => "KafkaCallFailed",
+            Self::Database { .. } => "DatabaseCallFailed",
+            Self::Timeout { .. } => "Timeout",
+            Self::Refused(refusal) => refusal.reason,
+        }
+    }
+}
+
+/// Bounds a call: every call the provisioners make goes through this, so an endpoint that
+/// accepts connections but never answers cannot hang a reconcile or the CLI.
+pub async fn bounded<T>(
+    system: &'static str,
+    operation: &'static str,
+    timeout: std::time::Duration,
+    call: impl std::future::Future<Output = Result<T, ProvisionError>>,
+) -> Result<T, ProvisionError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| ProvisionError::Timeout {
+            system,
+            operation,
+            timeout,
+        })?
+}

@@ -1,0 +1,334 @@
+//! Kafka topics: observe with metadata and DescribeConfigs, plan (`plan.rs`, pure), apply with
+//! the rdkafka AdminClient.
+
+mod plan;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
+    ResourceSpecifier, TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+
+pub use plan::{plan_topic, DesiredTopic, ObservedTopic, TopicAction, TopicPlan};
+
+use super::error::bounded;
+use super::{Intent, ProvisionError};
+
+/// The brokers and how to talk to them.
+#[derive(Clone)]
+pub struct KafkaTarget {
+    pub bootstrap_servers: String,
+    /// librdkafka settings (security); values are secrets and never printed.
+    pub properties: Vec<(String, String)>,
+    /// Bound on each call.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Display for KafkaTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.bootstrap_servers)
+    }
+}
+
+/// Parses `key=value,key=value` (the `ORDER_SERVICE_KAFKA_PROPERTIES` format).
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .enumerate()
+        .map(|(i, p)| {
+            p.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .filter(|(k, _)| !k.is_empty())
+                // The entry itself is not echoed: it may be a password.
+                .ok_or_else(|| format!("entry {} is not KEY=VALUE", i + 1))
+        })
+        .collect()
+}
+
+/// The platform's topics on one cluster.
+pub struct TopicProvisioner {
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    servers: String,
+    timeout: Duration,
+}
+
+impl TopicProvisioner {
+    pub fn connect(target: &KafkaTarget) -> Result<Self, ProvisionError> {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &target.bootstrap_servers);
+        for (key, value) in &target.properties {
+            config.set(key, value);
+        }
+        let admin = config.create().map_err(|e| ProvisionError::Kafka {
+            operation: "connect",
+            resource: target.bootstrap_servers.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            admin: Arc::new(admin),
+            servers: target.bootstrap_servers.clone(),
+            timeout: target.timeout,
+        })
+    }
+
+    fn options(&self) -> AdminOptions {
+        AdminOptions::new()
+            .request_timeout(Some(self.timeout))
+            .operation_timeout(Some(self.timeout))
+    }
+
+    /// Reads the topics and plans each.
+    pub async fn plan(
+        &self,
+        topics: &[DesiredTopic],
+        intent: Intent,
+    ) -> Result<Vec<TopicPlan>, ProvisionError> {
+        let observed = self.observe(topics.iter().map(|t| t.name.as_str())).await?;
+        Ok(topics
+            .iter()
+            .map(|t| plan_topic(t, observed.get(&t.name).and_then(Option::as_ref), intent))
+            .collect())
+    }
+
+    /// Plans and applies in one go, failing on the first refusal: for callers that only need
+    /// the topics to exist (tests, tools).
+    pub async fn converge(&self, topics: &[DesiredTopic]) -> Result<(), ProvisionError> {
+        for plan in self.plan(topics, Intent::Present).await? {
+            if let Some(refusal) = plan.refusals.into_iter().next() {
+                return Err(ProvisionError::Refused(refusal));
+            }
+            for action in &plan.actions {
+                self.apply(&plan.name, action).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Partitions, replication factor and overrides of each named topic (`None`: missing).
+    pub async fn observe<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashMap<String, Option<ObservedTopic>>, ProvisionError> {
+        let names: Vec<&str> = names.into_iter().collect();
+        // Metadata is a blocking librdkafka call: off the async workers.
+        let admin = self.admin.clone();
+        let timeout = self.timeout;
+        let servers = self.servers.clone();
+        let shapes: HashMap<String, (i32, i32)> =
+            bounded("Kafka", "Metadata", timeout, async move {
+                tokio::task::spawn_blocking(move || {
+                    let metadata = admin
+                        .inner()
+                        .fetch_metadata(None, timeout)
+                        .map_err(|e| kafka_error("Metadata", &servers, e.to_string()))?;
+                    Ok(metadata
+                        .topics()
+                        .iter()
+                        .filter(|t| t.error().is_none())
+                        .map(|t| {
+                            let replicas = t.partitions().first().map_or(0, |p| p.replicas().len());
+                            (
+                                t.name().to_owned(),
+                                (t.partitions().len() as i32, replicas as i32),
+                            )
+                        })
+                        .collect())
+                })
+                .await
+                .map_err(|e| kafka_error("Metadata", "cluster", e.to_string()))?
+            })
+            .await?;
+
+        let existing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| shapes.contains_key(*n))
+            .collect();
+        let mut overrides: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+        if !existing.is_empty() {
+            let specifiers: Vec<ResourceSpecifier> = existing
+                .iter()
+                .map(|n| ResourceSpecifier::Topic(n))
+                .collect();
+            let results = bounded("Kafka", "DescribeConfigs", self.timeout, async {
+                self.admin
+                    .describe_configs(&specifiers, &self.options())
+                    .await
+                    .map_err(|e| kafka_error("DescribeConfigs", "topics", e.to_string()))
+            })
+            .await?;
+            for (name, result) in existing.iter().zip(results) {
+                let resource = result
+                    .map_err(|code| kafka_error("DescribeConfigs", name, code.to_string()))?;
+                overrides.insert(
+                    (*name).to_owned(),
+                    resource
+                        .entries
+                        .into_iter()
+                        .filter(|e| e.source == ConfigSource::DynamicTopic)
+                        .filter_map(|e| Some((e.name, e.value?)))
+                        .collect(),
+                );
+            }
+        }
+        Ok(names
+            .into_iter()
+            .map(|name| {
+                let observed =
+                    shapes
+                        .get(name)
+                        .map(|(partitions, replication_factor)| ObservedTopic {
+                            partitions: *partitions,
+                            replication_factor: *replication_factor,
+                            config: overrides.remove(name).unwrap_or_default(),
+                        });
+                (name.to_owned(), observed)
+            })
+            .collect())
+    }
+
+    /// Runs one action on one topic.
+    pub async fn apply(&self, name: &str, action: &TopicAction) -> Result<(), ProvisionError> {
+        let options = self.options();
+        match action {
+            TopicAction::Create {
+                partitions,
+                replication_factor,
+                config,
+            } => {
+                let mut topic = NewTopic::new(
+                    name,
+                    *partitions,
+                    TopicReplication::Fixed(*replication_factor),
+                );
+                for (k, v) in config {
+                    topic = topic.set(k, v);
+                }
+                let results = bounded("Kafka", "CreateTopics", self.timeout, async {
+                    self.admin
+                        .create_topics([&topic], &options)
+                        .await
+                        .map_err(|e| kafka_error("CreateTopics", name, e.to_string()))
+                })
+                .await?;
+                check(
+                    results
+                        .into_iter()
+                        .map(|r| r.map(|_| ()).map_err(|(_, c)| c)),
+                    "CreateTopics",
+                    name,
+                    &[RDKafkaErrorCode::TopicAlreadyExists],
+                )
+            }
+            TopicAction::AddPartitions { to, .. } => {
+                let partitions = NewPartitions::new(name, *to as usize);
+                let results = bounded("Kafka", "CreatePartitions", self.timeout, async {
+                    self.admin
+                        .create_partitions([&partitions], &options)
+                        .await
+                        .map_err(|e| kafka_error("CreatePartitions", name, e.to_string()))
+                })
+                .await?;
+                check(
+                    results
+                        .into_iter()
+                        .map(|r| r.map(|_| ()).map_err(|(_, c)| c)),
+                    "CreatePartitions",
+                    name,
+                    &[],
+                )
+            }
+            TopicAction::SetConfig { config, .. } => {
+                // AlterConfigs (not the incremental kind, which rdkafka does not wrap) replaces
+                // the topic's whole override set: keys dropped from the spec go back to the
+                // broker default in the same call.
+                let mut alter = AlterConfig::new(ResourceSpecifier::Topic(name));
+                for (k, v) in config {
+                    alter = alter.set(k, v);
+                }
+                let results = bounded("Kafka", "AlterConfigs", self.timeout, async {
+                    self.admin
+                        .alter_configs([&alter], &options)
+                        .await
+                        .map_err(|e| kafka_error("AlterConfigs", name, e.to_string()))
+                })
+                .await?;
+                check(
+                    results
+                        .into_iter()
+                        .map(|r| r.map(|_| ()).map_err(|(_, c)| c)),
+                    "AlterConfigs",
+                    name,
+                    &[],
+                )
+            }
+            TopicAction::Delete => {
+                let results = bounded("Kafka", "DeleteTopics", self.timeout, async {
+                    self.admin
+                        .delete_topics(&[name], &options)
+                        .await
+                        .map_err(|e| kafka_error("DeleteTopics", name, e.to_string()))
+                })
+                .await?;
+                check(
+                    results
+                        .into_iter()
+                        .map(|r| r.map(|_| ()).map_err(|(_, c)| c)),
+                    "DeleteTopics",
+                    name,
+                    &[RDKafkaErrorCode::UnknownTopicOrPartition],
+                )
+            }
+        }
+    }
+}
+
+/// Per-topic results of an admin call: an error is a failure unless it is in `fine`.
+fn check(
+    results: impl Iterator<Item = Result<(), RDKafkaErrorCode>>,
+    operation: &'static str,
+    name: &str,
+    fine: &[RDKafkaErrorCode],
+) -> Result<(), ProvisionError> {
+    for result in results {
+        if let Err(code) = result {
+            if !fine.contains(&code) {
+                return Err(kafka_error(operation, name, code.to_string()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kafka_error(operation: &'static str, resource: &str, message: String) -> ProvisionError {
+    ProvisionError::Kafka {
+        operation,
+        resource: resource.to_owned(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_properties;
+
+    #[test]
+    fn properties_parse_like_the_services_variable() {
+        assert_eq!(
+            parse_properties("security.protocol=SASL_SSL, sasl.mechanism=PLAIN,").unwrap(),
+            vec![
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("sasl.mechanism".into(), "PLAIN".into())
+            ]
+        );
+        let error = parse_properties("sasl.password").unwrap_err();
+        assert!(error.contains("KEY=VALUE"), "{error}");
+    }
+}
