@@ -74,6 +74,16 @@ async fn install_crd(client: &Client) -> anyhow::Result<()> {
 }
 
 async fn measure(client: &Client, namespace: &str, config: &BenchConfig) -> anyhow::Result<()> {
+    // Each platform gets its own tables and topic on the local stack, as in production.
+    let stack = |name: &str| {
+        std::env::var(name).with_context(|| {
+            format!("{name} is not set: run the bench with the local stack's environment (eval \"$(scripts/stack.sh env)\")")
+        })
+    };
+    let (endpoint, brokers) = (
+        stack("DYNAMODB_ENDPOINT")?,
+        stack("KAFKA_BOOTSTRAP_SERVERS")?,
+    );
     let metrics = Arc::new(Metrics::default());
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -94,14 +104,16 @@ async fn measure(client: &Client, namespace: &str, config: &BenchConfig) -> anyh
     futures::stream::iter(0..config.platforms)
         .map(|i| {
             let platforms = platforms.clone();
+            let (endpoint, brokers) = (endpoint.clone(), brokers.clone());
+            let name = format!("{namespace}-{i}");
             async move {
                 let platform: OrderPlatform = serde_json::from_value(json!({
                     "apiVersion": "platform.orders.dev/v1alpha1", "kind": "OrderPlatform",
                     "metadata": {"name": format!("shop-{i}")},
                     "spec": {"image": "registry.example/order-service:1.0.0", "replicas": 1,
                              "database": {"secretRef": {"name": "db"}},
-                             "dynamodb": {"tablePrefix": format!("shop-{i}")},
-                             "kafka": {"bootstrapServers": "kafka:9092", "topics": [{"name": "orders.events"}]}}
+                             "dynamodb": {"tablePrefix": name, "endpoint": endpoint},
+                             "kafka": {"bootstrapServers": brokers, "eventsTopic": name, "topics": [{"name": name, "partitions": 1}]}}
                 }))?;
                 platforms.create(&PostParams::default(), &platform).await.map(|_| ()).map_err(anyhow::Error::from)
             }

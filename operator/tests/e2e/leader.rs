@@ -104,7 +104,9 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     let platform: OrderPlatform = serde_json::from_value(json!({
         "apiVersion": "platform.orders.dev/v1alpha1", "kind": "OrderPlatform", "metadata": {"name": "shop"},
         "spec": {"image": "registry.example/order-service:1.0.0", "database": {"secretRef": {"name": "db"}},
-                 "dynamodb": {"tablePrefix": "shop"}, "kafka": {"bootstrapServers": "k:9092", "topics": [{"name": "orders.events"}]}}
+                 "dynamodb": {"tablePrefix": namespace.name(), "endpoint": crate::stack::dynamodb_endpoint()},
+                 "kafka": {"bootstrapServers": crate::stack::kafka_servers(), "eventsTopic": namespace.name(),
+                           "topics": [{"name": namespace.name()}]}}
     }))
     .expect("platform");
     let platforms: Api<OrderPlatform> = namespace.api();

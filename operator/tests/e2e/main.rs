@@ -4,4 +4,6 @@
 mod control_plane;
 mod leader;
 mod reconcile;
+#[path = "../common/stack.rs"]
+mod stack;
 mod support;

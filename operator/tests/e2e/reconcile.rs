@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::stack;
 use crate::support::{self, connect, poll_until, wait_for, TestNamespace, CONTROL_PLANE_TIMEOUT};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -52,16 +53,20 @@ pub(crate) async fn install_crd(client: &Client) {
 struct Harness {
     namespace: TestNamespace,
     operator: JoinHandle<()>,
+    metrics: Arc<Metrics>,
 }
+
+/// How often the test operator re-checks a platform, where a test waits for a resync.
+const SHORT_RESYNC: Duration = Duration::from_secs(2);
 
 impl Harness {
     async fn start() -> Self {
-        Self::start_with(None).await
+        Self::start_with(None, Duration::from_secs(300)).await
     }
 
     /// With `Some(service_account)`, the operator runs as that ServiceAccount of the test
     /// namespace, bound to the operator's ClusterRole there and nothing else.
-    async fn start_with(service_account: Option<&str>) -> Self {
+    async fn start_with(service_account: Option<&str>, resync: Duration) -> Self {
         let admin = connect().await;
         install_crd(&admin).await;
         let namespace = TestNamespace::create(&admin).await;
@@ -79,25 +84,72 @@ impl Harness {
             .create(&PostParams::default(), &secret)
             .await
             .expect("create secret");
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            Reporter {
-                controller: "order-operator".into(),
-                instance: Some("tests".into()),
-            },
-            Arc::new(Metrics::default()),
-            Duration::from_secs(300),
-        ));
+        let metrics = Arc::new(Metrics::default());
+        let ctx = Arc::new(
+            Context::new(
+                client.clone(),
+                Reporter {
+                    controller: "order-operator".into(),
+                    instance: Some("tests".into()),
+                },
+                metrics.clone(),
+                resync,
+            )
+            .with_provision_timeout(Duration::from_secs(10)),
+        );
         let watched = Some(namespace.name().to_owned());
         let operator = tokio::spawn(controller::run(ctx, watched, std::future::pending()));
         Self {
             namespace,
             operator,
+            metrics,
         }
+    }
+
+    /// Waits until the operator has finished `n` more reconciles (resyncs, for a test that
+    /// checks something stays as it is).
+    async fn wait_reconciles(&self, n: u64) {
+        let start = self.metrics.reconcile_summary().0;
+        poll_until(
+            CONTROL_PLANE_TIMEOUT,
+            &format!("{n} more reconciles"),
+            || async { (self.metrics.reconcile_summary().0 >= start + n).then_some(()) },
+        )
+        .await;
     }
 
     fn platforms(&self) -> Api<OrderPlatform> {
         self.namespace.api()
+    }
+
+    /// A spec whose tables and topic are this test's own, on the local stack.
+    fn spec(&self, image: &str) -> serde_json::Value {
+        let mut spec = spec(image);
+        merge(
+            &mut spec,
+            json!({
+                "dynamodb": {"tablePrefix": self.table_prefix(), "endpoint": stack::dynamodb_endpoint()},
+                "kafka": {"bootstrapServers": stack::kafka_servers(), "eventsTopic": self.topic(),
+                          "topics": [{"name": self.topic()}]},
+            }),
+        );
+        spec
+    }
+
+    fn table_prefix(&self) -> String {
+        self.namespace.name().to_owned()
+    }
+
+    fn history_table(&self) -> String {
+        format!("{}-status-history", self.table_prefix())
+    }
+
+    fn counters_table(&self) -> String {
+        format!("{}-status-counters", self.table_prefix())
+    }
+
+    fn topic(&self) -> String {
+        format!("{}.events", self.namespace.name())
     }
 
     async fn create(&self, spec: serde_json::Value) -> OrderPlatform {
@@ -267,7 +319,7 @@ fn has_condition(
 #[tokio::test]
 async fn a_new_platform_migrates_first_then_serves_and_becomes_ready() {
     let h = Harness::start().await;
-    h.create(spec(IMAGE_1)).await;
+    h.create(h.spec(IMAGE_1)).await;
     let platform = h.wait_condition("Ready", "True", None).await;
 
     assert!(platform.finalizers().iter().any(|f| f == FINALIZER));
@@ -285,7 +337,8 @@ async fn a_new_platform_migrates_first_then_serves_and_becomes_ready() {
     };
     assert_eq!(condition("MigrationsSucceeded").status, "True");
     assert_eq!(condition("ServiceAvailable").status, "True");
-    assert_eq!(condition("TablesReady").status, "Unknown");
+    assert_eq!(condition("TablesReady").status, "True");
+    assert_eq!(condition("TopicsReady").status, "True");
 
     // The Deployment was created only after its image's migration Job completed.
     let job_name = build::migration_job_name(&platform_of(&h).await, IMAGE_1);
@@ -345,7 +398,7 @@ async fn platform_of(h: &Harness) -> OrderPlatform {
 #[tokio::test]
 async fn an_image_change_waits_for_its_migration_job_before_the_deployment_moves() {
     let h = Harness::start().await;
-    h.create(spec(IMAGE_1)).await;
+    h.create(h.spec(IMAGE_1)).await;
     h.wait_condition("Ready", "True", None).await;
 
     // A quota at today's pod count keeps the next migration Job from starting its pod.
@@ -402,7 +455,7 @@ async fn an_image_change_waits_for_its_migration_job_before_the_deployment_moves
 #[tokio::test]
 async fn a_failed_migration_keeps_the_old_deployment_and_a_fixed_image_recovers() {
     let h = Harness::start().await;
-    h.create(spec(IMAGE_1)).await;
+    h.create(h.spec(IMAGE_1)).await;
     h.wait_condition("Ready", "True", None).await;
 
     h.patch_spec(json!({"image": IMAGE_2, "database": {"migrations": {"podLabels": {"orders.dev/simulate": "fail"}}}})).await;
@@ -448,7 +501,7 @@ async fn a_failed_migration_keeps_the_old_deployment_and_a_fixed_image_recovers(
 #[tokio::test]
 async fn a_config_change_rolls_the_pods_and_a_deleted_child_comes_back() {
     let h = Harness::start().await;
-    h.create(spec(IMAGE_1)).await;
+    h.create(h.spec(IMAGE_1)).await;
     h.wait_condition("Ready", "True", None).await;
     let checksum = |d: Deployment| {
         d.spec
@@ -462,7 +515,7 @@ async fn a_config_change_rolls_the_pods_and_a_deleted_child_comes_back() {
     };
     let before = checksum(h.namespace.api::<Deployment>().get("shop").await.unwrap());
 
-    h.patch_spec(json!({"kafka": {"bootstrapServers": "kafka-2:9092"}}))
+    h.patch_spec(json!({"dynamodb": {"historyRetentionDays": 30}}))
         .await;
     poll_until(
         CONTROL_PLANE_TIMEOUT,
@@ -480,8 +533,8 @@ async fn a_config_change_rolls_the_pods_and_a_deleted_child_comes_back() {
         .await
         .unwrap();
     assert_eq!(
-        config.data.unwrap()["KAFKA_BOOTSTRAP_SERVERS"],
-        "kafka-2:9092"
+        config.data.unwrap()["ORDER_SERVICE_HISTORY_RETENTION_DAYS"],
+        "30"
     );
 
     h.namespace
@@ -501,7 +554,7 @@ async fn a_config_change_rolls_the_pods_and_a_deleted_child_comes_back() {
 #[tokio::test]
 async fn paused_changes_nothing_and_says_so() {
     let h = Harness::start().await;
-    h.create(spec(IMAGE_1)).await;
+    h.create(h.spec(IMAGE_1)).await;
     h.wait_condition("Ready", "True", None).await;
     h.patch_spec(json!({"paused": true, "image": IMAGE_2}))
         .await;
@@ -531,7 +584,7 @@ async fn paused_changes_nothing_and_says_so() {
 #[tokio::test]
 async fn a_spec_the_schema_allows_but_the_operator_cannot_run_waits_with_a_reason() {
     let h = Harness::start().await;
-    let mut invalid = spec(IMAGE_1);
+    let mut invalid = h.spec(IMAGE_1);
     invalid["autoscaling"] = json!({"minReplicas": 2, "maxReplicas": 4});
     h.create(invalid).await;
     let platform = h
@@ -566,7 +619,7 @@ async fn a_spec_the_schema_allows_but_the_operator_cannot_run_waits_with_a_reaso
 async fn deleting_a_platform_removes_its_children_and_never_blocks() {
     for policy in ["Retain", "Delete"] {
         let h = Harness::start().await;
-        let mut with_policy = spec(IMAGE_1);
+        let mut with_policy = h.spec(IMAGE_1);
         with_policy["deletionPolicy"] = json!(policy);
         h.create(with_policy).await;
         h.wait_condition("Ready", "True", None).await;
@@ -598,6 +651,21 @@ async fn deleting_a_platform_removes_its_children_and_never_blocks() {
                 .contains(policy),
             "{policy}"
         );
+        // Retain keeps the tables and the topic; Delete removes them before the finalizer goes.
+        let dynamodb = stack::dynamodb().await;
+        let kept = policy == "Retain";
+        for table in [h.history_table(), h.counters_table()] {
+            assert_eq!(
+                stack::table_keys(&dynamodb, &table).await.is_some(),
+                kept,
+                "{policy}: {table}"
+            );
+        }
+        let topic = h.topic();
+        stack::eventually(&format!("{policy}: topic kept={kept}"), || async {
+            stack::partitions(&topic).is_some() == kept
+        })
+        .await;
     }
 }
 
@@ -702,7 +770,7 @@ fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
 #[tokio::test]
 async fn kubectl_get_shows_the_printer_columns() {
     let h = Harness::start().await;
-    h.create(spec(IMAGE_1)).await;
+    h.create(h.spec(IMAGE_1)).await;
     h.wait_condition("Ready", "True", None).await;
     let output = std::process::Command::new("kubectl")
         .args([
@@ -738,8 +806,8 @@ async fn kubectl_get_shows_the_printer_columns() {
 
 #[tokio::test]
 async fn the_operators_own_rbac_is_enough_to_reach_ready_and_grants_no_secrets() {
-    let h = Harness::start_with(Some("order-operator")).await;
-    h.create(spec(IMAGE_1)).await;
+    let h = Harness::start_with(Some("order-operator"), Duration::from_secs(300)).await;
+    h.create(h.spec(IMAGE_1)).await;
     h.wait_condition("Ready", "True", None).await;
     assert!(
         !h.events("MigrationStarted").await.is_empty(),
@@ -769,7 +837,7 @@ async fn the_operators_own_rbac_is_enough_to_reach_ready_and_grants_no_secrets()
 #[tokio::test]
 async fn deleting_the_namespace_is_not_blocked_by_the_finalizer() {
     let h = Harness::start().await;
-    h.create(spec(IMAGE_1)).await;
+    h.create(h.spec(IMAGE_1)).await;
     h.wait_condition("Ready", "True", None).await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(connect().await);
     namespaces
@@ -790,7 +858,7 @@ async fn deleting_the_namespace_is_not_blocked_by_the_finalizer() {
 #[tokio::test]
 async fn old_migration_jobs_are_pruned_to_the_newest_three() {
     let h = Harness::start().await;
-    h.create(spec(IMAGE_1)).await;
+    h.create(h.spec(IMAGE_1)).await;
     h.wait_condition("Ready", "True", None).await;
     let images: Vec<String> = (2..=5)
         .map(|v| format!("registry.example/order-service:{v}.0.0"))
@@ -822,5 +890,197 @@ async fn old_migration_jobs_are_pruned_to_the_newest_three() {
         want.sort();
         (names == want).then_some(())
     })
+    .await;
+}
+
+/// How many times the Events were recorded (a repeated Event is one object with a count).
+fn occurrences(events: &[Event]) -> i32 {
+    events
+        .iter()
+        .map(|e| {
+            e.series
+                .as_ref()
+                .map_or(e.count.unwrap_or(1), |s| s.count.unwrap_or(1))
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn tables_and_topics_are_provisioned_with_the_credentials_secret_before_the_rollout() {
+    let h = Harness::start().await;
+    // moto takes any key pair: what matters is that the operator reads them from the Secret.
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "aws"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "from-secret", "AWS_SECRET_ACCESS_KEY": "from-secret"}
+    }))
+    .expect("secret");
+    h.namespace
+        .api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    let mut spec = h.spec(IMAGE_1);
+    merge(
+        &mut spec,
+        json!({"dynamodb": {"credentialsSecretRef": "aws"}}),
+    );
+    h.create(spec).await;
+    let platform = h.wait_condition("Ready", "True", None).await;
+
+    let status = platform.status.expect("status");
+    let states: Vec<_> = status
+        .tables
+        .iter()
+        .map(|t| (t.name.clone(), t.state.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (h.history_table(), "Ready".to_owned()),
+            (h.counters_table(), "Ready".to_owned())
+        ]
+    );
+    assert_eq!(status.topics[0].name, h.topic());
+    let dynamodb = stack::dynamodb().await;
+    assert_eq!(
+        stack::table_keys(&dynamodb, &h.history_table()).await,
+        Some(vec!["order_id".to_owned(), "order_version".to_owned()])
+    );
+    assert_eq!(stack::partitions(&h.topic()), Some(3));
+    let provisioned = h.events("Provisioned").await;
+    let notes: Vec<_> = provisioned
+        .iter()
+        .filter_map(|e| e.message.clone())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("create")),
+        "the Events say what was created: {notes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_credentials_secret_is_a_condition_with_a_reason() {
+    let h = Harness::start().await;
+    let mut spec = h.spec(IMAGE_1);
+    merge(
+        &mut spec,
+        json!({"dynamodb": {"credentialsSecretRef": "nowhere"}}),
+    );
+    h.create(spec).await;
+    let platform = h
+        .wait_condition("TablesReady", "False", Some("CredentialsUnavailable"))
+        .await;
+    let status = platform.status.expect("status");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("nowhere"), "{}", ready.message);
+    // The image never rolled out: no Deployment without its tables.
+    assert_eq!(h.deployment_image().await, None);
+}
+
+#[tokio::test]
+async fn a_conflicting_table_holds_the_new_image_until_the_conflict_is_removed() {
+    let h = Harness::start_with(None, SHORT_RESYNC).await;
+    h.create(h.spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+
+    // Someone replaces the history table with one of their own, keyed differently.
+    let dynamodb = stack::dynamodb().await;
+    dynamodb
+        .delete_table()
+        .table_name(h.history_table())
+        .send()
+        .await
+        .expect("delete by hand");
+    stack::create_foreign_table(&dynamodb, &h.history_table(), "id").await;
+    h.patch_spec(json!({"image": IMAGE_2})).await;
+
+    let platform = h
+        .wait_condition("TablesReady", "False", Some("KeySchemaConflict"))
+        .await;
+    let status = platform.status.expect("status");
+    assert_eq!(
+        status
+            .tables
+            .iter()
+            .find(|t| t.name == h.history_table())
+            .map(|t| t.state.as_str()),
+        Some("Refused")
+    );
+    assert!(status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "KeySchemaConflict"));
+    // Several resyncs later: still the old image, the foreign table untouched, one Warning.
+    for _ in 0..3 {
+        h.wait_reconciles(1).await;
+        assert_eq!(h.deployment_image().await.as_deref(), Some(IMAGE_1));
+    }
+    assert_eq!(
+        stack::table_keys(&dynamodb, &h.history_table()).await,
+        Some(vec!["id".to_owned()])
+    );
+    assert_eq!(occurrences(&h.events("KeySchemaConflict").await), 1);
+
+    // The conflict goes away: the next resync creates the table and the image rolls out.
+    dynamodb
+        .delete_table()
+        .table_name(h.history_table())
+        .send()
+        .await
+        .expect("remove the conflict");
+    let platform = h.wait_condition("Ready", "True", None).await;
+    assert_eq!(
+        platform.status.and_then(|s| s.current_image).as_deref(),
+        Some(IMAGE_2)
+    );
+    assert_eq!(h.deployment_image().await.as_deref(), Some(IMAGE_2));
+}
+
+#[tokio::test]
+async fn a_table_and_topic_deleted_by_hand_come_back_on_the_next_resync() {
+    let h = Harness::start_with(None, SHORT_RESYNC).await;
+    h.create(h.spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+    let dynamodb = stack::dynamodb().await;
+    dynamodb
+        .delete_table()
+        .table_name(h.counters_table())
+        .send()
+        .await
+        .expect("delete by hand");
+    stack::delete_topic_by_hand(&h.topic()).await;
+
+    let counters = h.counters_table();
+    stack::eventually("the counters table to come back", || async {
+        stack::table_keys(&dynamodb, &counters).await.is_some()
+    })
+    .await;
+    let topic = h.topic();
+    stack::eventually("the topic to come back", || async {
+        stack::partitions(&topic) == Some(3)
+    })
+    .await;
+    // One Event per correction; the recorder folds repeats of a reason into one Event object
+    // (its note the first correction's, its series counting the rest).
+    poll_until(
+        CONTROL_PLANE_TIMEOUT,
+        "both corrections in Events",
+        || async {
+            let events = h.events("DriftCorrected").await;
+            let notes: String = events
+                .iter()
+                .filter_map(|e| e.message.clone())
+                .collect::<Vec<_>>()
+                .join(" | ");
+            let both = notes.contains(&counters) && notes.contains(&topic);
+            let either = notes.contains(&counters) || notes.contains(&topic);
+            (both || (either && occurrences(&events) >= 2)).then_some(())
+        },
+    )
     .await;
 }

@@ -3,6 +3,8 @@
 //! its own table prefix, topic names and database.
 
 mod cli;
+#[path = "../common/stack.rs"]
+mod stack;
 mod support;
 mod tables;
 mod topics;
