@@ -1,5 +1,5 @@
 # The two commands that matter: `make run` and `make test`. Everything else is for hand use.
-.PHONY: help run test bench lint fmt stack-up stack-down stack-status cluster-up cluster-down cluster-status
+.PHONY: help run test bench lint fmt generate stack-up stack-down stack-status cluster-up cluster-down cluster-status kind-up kind-down
 
 help:
 	@echo "make run           start the local stack and serve the order API on 127.0.0.1:8080"
@@ -10,6 +10,8 @@ help:
 	@echo "make cluster-up|cluster-down|cluster-status   the local Kubernetes control plane alone"
 	@echo "                   (scripts/cluster.sh; builds its binaries on first use; then"
 	@echo "                   eval \"\$$(scripts/cluster.sh env)\" for kubectl and cargo test)"
+	@echo "make generate      regenerate crds/, rbac/ and the chart's copies from the operator's code"
+	@echo "make kind-up|kind-down   the platform on kind (needs Docker; scripts/kind.sh)"
 
 run:
 	scripts/run.sh
@@ -26,6 +28,15 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+generate:
+	scripts/generate.sh
+
+kind-up:
+	scripts/kind.sh up
+
+kind-down:
+	scripts/kind.sh down
 
 stack-up:
 	scripts/stack.sh up

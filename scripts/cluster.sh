@@ -7,7 +7,8 @@
 #   scripts/cluster.sh up       create (or restart) the cluster and its fake nodes; no-op when up
 #   scripts/cluster.sh down     stop the cluster's processes and delete its state
 #   scripts/cluster.sh status   exit 0 when the apiserver is ready (prints nodes), 1 otherwise
-#   scripts/cluster.sh env      print `export KUBECONFIG=...`
+#   scripts/cluster.sh env      print `export KUBECONFIG=...`, and where the pinned helm and
+#                               kubectl are (ORDER_PLATFORM_HELM, ORDER_PLATFORM_KUBECTL)
 #
 # Pods of Jobs complete (kwok's default stages); a pod labelled orders.dev/simulate=fail fails
 # instead (exit code 1), so a Job made of such pods fails.
@@ -35,6 +36,8 @@ die() {
 
 BIN=$("$ROOT/scripts/k8s-tools.sh" path)
 KWOKCTL="$BIN/kwokctl"
+# The kubectl built with the control plane (scripts/k8s-tools.sh), not whatever is on PATH.
+kubectl() { "$BIN/kubectl" "$@"; }
 
 kwokctl() { "$KWOKCTL" --name "$NAME" -v=WARN "$@"; }
 
@@ -76,7 +79,7 @@ options:
   kubeSchedulerBinary: $BIN/kube-scheduler
   kwokControllerBinary: $BIN/kwok
   etcdBinary: $BIN/etcd
-  kubectlBinary: $(command -v kubectl)
+  kubectlBinary: $BIN/kubectl
 componentsPatches:
 # Throwaway test data: skip fsync (faster writes, not crash-safe).
 - name: etcd
@@ -162,7 +165,6 @@ wait_ready() {
 
 cmd_up() {
   local start=$SECONDS
-  command -v kubectl >/dev/null 2>&1 || die "kubectl not found on PATH"
   if [ -d "$CLUSTER_DIR" ] && ready; then
     say "cluster $NAME already up ($((SECONDS - start)) s)"
     return
@@ -212,7 +214,10 @@ cmd_status() {
   return 1
 }
 
-cmd_env() { printf 'export KUBECONFIG=%s\n' "$KUBECONFIG_OUT"; }
+cmd_env() {
+  printf 'export KUBECONFIG=%s\n' "$KUBECONFIG_OUT"
+  printf 'export ORDER_PLATFORM_HELM=%s ORDER_PLATFORM_KUBECTL=%s\n' "$BIN/helm" "$BIN/kubectl"
+}
 
 case "${1:-}" in
   up) cmd_up ;;

@@ -2,8 +2,9 @@
 # Local Kubernetes control-plane binaries, built with `go build` from the Go modules pinned in
 # tools/{k8s,etcd,kwok,helm}/go.mod (resolved through the Go module proxy; no source is vendored).
 #
-#   scripts/k8s-tools.sh build   build kube-apiserver, kube-controller-manager, kube-scheduler,
-#                                etcd, kwok, kwokctl and helm into the cache (skips up-to-date ones)
+#   scripts/k8s-tools.sh build [NAME…]   build kube-apiserver, kube-controller-manager,
+#                                kube-scheduler, kubectl, etcd, kwok, kwokctl and helm (or only
+#                                the NAMEs) into the cache, skipping up-to-date ones
 #   scripts/k8s-tools.sh path    print the bin dir
 #   scripts/k8s-tools.sh check   run each binary's --version and compare with the pins
 #
@@ -60,13 +61,8 @@ go_required() {
     sort -V | tail -n1
 }
 
-ensure_kubectl() {
-  command -v kubectl >/dev/null 2>&1 ||
-    die "kubectl not found on PATH (it is not built here; install the Debian/Google Cloud SDK kubectl)"
-}
-
 # The binaries: name, module dir under tools/, package, extra -ldflags.
-declare -a NAMES=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kwokctl helm)
+declare -a NAMES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm)
 declare -A DIR PKG LDFLAGS
 k8s_ld="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
 k8s_ld+=" -X k8s.io/component-base/version.gitMajor=1"
@@ -76,7 +72,8 @@ k8s_ld+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
 k8s_ld+=" -X k8s.io/client-go/pkg/version.gitMajor=1"
 k8s_ld+=" -X k8s.io/client-go/pkg/version.gitMinor=$K8S_MINOR"
 k8s_ld+=" -X k8s.io/client-go/pkg/version.gitTreeState=clean"
-for n in kube-apiserver kube-controller-manager kube-scheduler; do
+# kubectl too: the machine's kubectl (if any) may be years older than the apiserver.
+for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
   DIR[$n]=k8s PKG[$n]=k8s.io/kubernetes/cmd/$n LDFLAGS[$n]=$k8s_ld
 done
 DIR[etcd]=etcd PKG[etcd]=go.etcd.io/etcd/server/v3 LDFLAGS[etcd]=""
@@ -126,13 +123,14 @@ build_one() {
 
 cmd_build() {
   ensure_go
-  ensure_kubectl
   mkdir -p "$BIN/.stamps"
   # One build at a time per cache dir.
   exec 9>"$BIN/.lock"
   flock 9
   local start=$SECONDS n
-  for n in "${NAMES[@]}"; do build_one "$n"; done
+  for n in "$@"; do [ -n "${PKG[$n]:-}" ] || die "unknown binary $n (one of: ${NAMES[*]})"; done
+  [ $# -gt 0 ] || set -- "${NAMES[@]}"
+  for n in "$@"; do build_one "$n"; done
   say "all binaries in $BIN ($((SECONDS - start)) s)"
 }
 
@@ -150,7 +148,6 @@ expect() {
 }
 
 cmd_check() {
-  ensure_kubectl
   local etcd_v kwok_v helm_v
   etcd_v=$(mod_version etcd go.etcd.io/etcd/server/v3)
   kwok_v=$(mod_version kwok sigs.k8s.io/kwok)
@@ -158,6 +155,7 @@ cmd_check() {
   for n in kube-apiserver kube-controller-manager kube-scheduler; do
     expect "$n" "Kubernetes $K8S_VERSION" --version
   done
+  expect kubectl "Client Version: $K8S_VERSION" version --client
   expect etcd "etcd Version: ${etcd_v#v}" --version
   expect kwok "${kwok_v#v}" --version
   expect kwokctl "${kwok_v#v}" --version
@@ -172,11 +170,10 @@ cmd_check() {
   rm -rf "$chart"
   [ "$kv" = "v1.$K8S_MINOR.0" ] || die "helm template: default kube version '$kv', expected v1.$K8S_MINOR.0"
   printf '%-24s %s\n' "helm (kube version)" "$kv"
-  printf '%-24s %s\n' kubectl "$(kubectl version --client 2>/dev/null | head -n1) ($(command -v kubectl))"
 }
 
 case "${1:-}" in
-  build) cmd_build ;;
+  build) shift && cmd_build "$@" ;;
   path) printf '%s\n' "$BIN" ;;
   check) cmd_check ;;
   *)

@@ -83,6 +83,7 @@ fn default_replicas() -> i32 {
 /// How the order API is exposed inside the cluster.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.nodePort) || self.type != 'ClusterIP'").message("service.nodePort needs type NodePort or LoadBalancer"))]
 pub struct ServiceSpec {
     /// Port of the Service (the container always listens on 8080).
     #[serde(default = "default_port")]
@@ -91,6 +92,11 @@ pub struct ServiceSpec {
     /// `ClusterIP` (default), `NodePort` or `LoadBalancer`.
     #[serde(default, rename = "type")]
     pub type_: ServiceType,
+    /// A fixed node port (e.g. `30080`, which kind-config.yaml maps to localhost); unset lets
+    /// Kubernetes pick one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("service.nodePort must be 1 to 65535"))]
+    pub node_port: Option<i32>,
 }
 
 impl Default for ServiceSpec {
@@ -98,6 +104,7 @@ impl Default for ServiceSpec {
         Self {
             port: default_port(),
             type_: ServiceType::default(),
+            node_port: None,
         }
     }
 }

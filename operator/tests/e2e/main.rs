@@ -1,6 +1,7 @@
 //! End-to-end suites against the local control plane (`scripts/cluster.sh`): one test binary,
 //! so the suites share `support` and run in parallel.
 
+mod chart;
 mod control_plane;
 mod leader;
 mod reconcile;

@@ -262,18 +262,10 @@ pub async fn provision(sinks: &order_service::config::SinksConfig) {
 }
 
 /// The example order of the API documentation.
+/// The README's and `make kind-up`'s example order (examples/order.json): every test that
+/// creates one keeps the example valid.
 pub fn sample_order() -> Value {
-    json!({
-        "customer_id": "c-42",
-        "currency": "EUR",
-        "items": [{"sku": "SKU-1", "name": "Widget", "quantity": 2, "unit_price_minor": 1250}],
-        "shipping_address": {"name": "Ada L.", "line1": "1 Main St", "city": "Berlin",
-                             "postal_code": "10115", "country": "DE"},
-        "billing_address": null,
-        "shipping_minor": 490,
-        "tax_minor": 0,
-        "payment": {"method": "card"}
-    })
+    serde_json::from_str(include_str!("../../../examples/order.json")).expect("examples/order.json")
 }
 
 pub fn new_key() -> String {

@@ -17,6 +17,7 @@ pub fn build_service(platform: &OrderPlatform) -> Service {
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: spec.port,
+                node_port: spec.node_port,
                 target_port: Some(IntOrString::String("http".into())),
                 protocol: Some("TCP".into()),
                 ..Default::default()
@@ -37,9 +38,11 @@ mod tests {
         let mut platform = OrderPlatform::test();
         platform.spec.service.port = 80;
         platform.spec.service.type_ = ServiceType::NodePort;
+        platform.spec.service.node_port = Some(30080);
         let spec = build_service(&platform).spec.unwrap();
         assert_eq!(spec.type_.as_deref(), Some("NodePort"));
-        assert_eq!(spec.ports.unwrap()[0].port, 80);
+        let port = &spec.ports.unwrap()[0];
+        assert_eq!((port.port, port.node_port), (80, Some(30080)));
         assert_eq!(spec.selector.unwrap()["app.kubernetes.io/instance"], "shop");
     }
 }
