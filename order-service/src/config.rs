@@ -36,6 +36,9 @@ pub enum Command {
     Outbox(OutboxCommand),
     /// Load-test a running service and compare it with the same SQL run directly.
     Bench(crate::bench::BenchConfig),
+    /// Inspect fulfilment sagas: `sagas --stuck --older-than 10m` lists those not moving, and
+    /// why; exits 1 when there are any.
+    Sagas(crate::saga::cli::SagasArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -140,6 +143,8 @@ pub struct ServeConfig {
     pub sinks: SinksConfig,
     #[command(flatten)]
     pub relay: RelayConfig,
+    #[command(flatten)]
+    pub saga: crate::saga::SagaConfig,
     /// Fail readiness (503) while DynamoDB or Kafka is unreachable, instead of reporting
     /// `degraded` and serving on (changes queue in the outbox meanwhile).
     #[arg(long, env = "ORDER_SERVICE_READINESS_REQUIRES_SINKS", default_value_t = false, action = clap::ArgAction::Set)]

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use order_service::config::{Cli, Command};
-use order_service::{bench, db, outbox, startup, telemetry, verify};
+use order_service::{bench, db, outbox, saga, startup, telemetry, verify};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,5 +32,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Outbox(command) => outbox::cli::run(command).await,
         Command::Bench(config) => bench::run(config).await,
+        Command::Sagas(args) => {
+            if saga::cli::stuck(&args).await? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

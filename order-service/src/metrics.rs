@@ -45,7 +45,34 @@ pub struct FailureLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ParticipantLabels {
+    pub participant: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub participant: &'static str,
+    /// `ok`, `refused`, `unavailable`, `timeout`, `unreachable`, `circuit_open`, `bulkhead_full`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: &'static str,
+    /// `done`, `rejected` or `retry`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SagaLabels {
+    /// `CONFIRMED` or `CANCELLED`.
+    pub state: &'static str,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+type CallHistograms = Family<CallLabels, Histogram, fn() -> Histogram>;
+type SagaHistograms = Family<SagaLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
@@ -57,6 +84,11 @@ pub struct Metrics {
     backlog: Family<SinkLabels, Gauge>,
     parked: Family<SinkLabels, Gauge>,
     lag_seconds: Family<SinkLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    calls: CallHistograms,
+    retries: Family<ParticipantLabels, Counter>,
+    breaker: Family<ParticipantLabels, Gauge>,
+    steps: Family<StepLabels, Counter>,
+    sagas: SagaHistograms,
 }
 
 impl Metrics {
@@ -121,6 +153,42 @@ impl Metrics {
             "Age of the oldest pending event, per sink",
             lag_seconds.clone(),
         );
+        let calls: CallHistograms = Family::new_with_constructor(|| {
+            // 1 ms to ~16 s.
+            Histogram::new(exponential_buckets(0.001, 2.0, 15))
+        });
+        registry.register(
+            "participant_call_duration_seconds",
+            "Calls to saga participants, by participant and outcome",
+            calls.clone(),
+        );
+        let retries = Family::<ParticipantLabels, Counter>::default();
+        registry.register(
+            "participant_retries",
+            "Calls to a participant retried after a retryable failure",
+            retries.clone(),
+        );
+        let breaker = Family::<ParticipantLabels, Gauge>::default();
+        registry.register(
+            "participant_breaker_state",
+            "Circuit breaker per participant: 0 closed, 1 open, 2 half-open",
+            breaker.clone(),
+        );
+        let steps = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "saga_steps",
+            "Saga steps run, by step and outcome",
+            steps.clone(),
+        );
+        let sagas: SagaHistograms = Family::new_with_constructor(|| {
+            // 10 ms to ~3 h.
+            Histogram::new(exponential_buckets(0.01, 2.0, 20))
+        });
+        registry.register(
+            "saga_duration_seconds",
+            "Time from order creation to the saga's end, by outcome",
+            sagas.clone(),
+        );
         Self {
             registry,
             requests,
@@ -131,7 +199,53 @@ impl Metrics {
             backlog,
             parked,
             lag_seconds,
+            calls,
+            retries,
+            breaker,
+            steps,
+            sagas,
         }
+    }
+
+    pub fn participant_call(
+        &self,
+        participant: &'static str,
+        outcome: &'static str,
+        took: std::time::Duration,
+    ) {
+        self.calls
+            .get_or_create(&CallLabels {
+                participant,
+                outcome,
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn participant_retry(&self, participant: &'static str) {
+        self.retries
+            .get_or_create(&ParticipantLabels { participant })
+            .inc();
+    }
+
+    pub fn participant_breaker(&self, participant: &'static str, state: i64) {
+        self.breaker
+            .get_or_create(&ParticipantLabels { participant })
+            .set(state);
+    }
+
+    pub fn saga_step(&self, step: &'static str, outcome: &'static str) {
+        self.steps
+            .get_or_create(&StepLabels { step, outcome })
+            .inc();
+    }
+
+    pub fn saga_finished(&self, state: &'static str, created_at: chrono::DateTime<chrono::Utc>) {
+        let took = (chrono::Utc::now() - created_at)
+            .to_std()
+            .unwrap_or_default();
+        self.sagas
+            .get_or_create(&SagaLabels { state })
+            .observe(took.as_secs_f64());
     }
 
     pub fn outbox_published(&self, sink: Sink, count: u64) {

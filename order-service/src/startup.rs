@@ -18,6 +18,7 @@ use crate::http::{self, AppState, HttpLimits};
 use crate::kafka::EventPublisher;
 use crate::metrics::Metrics;
 use crate::outbox::{DynamoDbProjection, Projections, Relay, Sink};
+use crate::saga::worker::SagaRunner;
 
 pub struct Application {
     listener: TcpListener,
@@ -25,6 +26,8 @@ pub struct Application {
     pool: PgPool,
     relay: Option<Arc<Relay>>,
     run_relay: bool,
+    saga: Option<Arc<SagaRunner>>,
+    run_saga: bool,
     shutdown_timeout: Duration,
 }
 
@@ -62,12 +65,22 @@ impl Application {
                 metrics.clone(),
             ))
         });
+        let saga = config.saga.participants(&metrics)?.map(|participants| {
+            Arc::new(SagaRunner::new(
+                pool.clone(),
+                participants,
+                config.saga.clone(),
+                sinks.clone(),
+                metrics.clone(),
+            ))
+        });
         let state = AppState {
             pool: pool.clone(),
             metrics,
             sinks,
             projections,
             readiness_requires_sinks: config.readiness_requires_sinks,
+            saga: saga.as_ref().map(|runner| runner.wake()),
         };
         let limits = HttpLimits {
             body_limit_bytes: config.body_limit_bytes,
@@ -79,6 +92,8 @@ impl Application {
             pool,
             relay,
             run_relay: config.relay.relay,
+            saga,
+            run_saga: config.saga.saga_workers,
             shutdown_timeout: config.shutdown_timeout,
         })
     }
@@ -93,6 +108,12 @@ impl Application {
         self.relay.clone()
     }
 
+    /// The saga runner (present when participants are configured), for driving sagas step by
+    /// step when the workers are off.
+    pub fn saga(&self) -> Option<Arc<SagaRunner>> {
+        self.saga.clone()
+    }
+
     /// Serves (and relays, unless disabled) until `shutdown` resolves; then stops accepting,
     /// lets in-flight requests and relay batches finish for at most the shutdown timeout, and
     /// closes the pools.
@@ -103,6 +124,10 @@ impl Application {
         let stopping = CancellationToken::new();
         let relay_task = match (&self.relay, self.run_relay) {
             (Some(relay), true) => Some(tokio::spawn(relay.clone().run(stopping.clone()))),
+            _ => None,
+        };
+        let saga_task = match (&self.saga, self.run_saga) {
+            (Some(runner), true) => Some(tokio::spawn(runner.clone().run(stopping.clone()))),
             _ => None,
         };
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown({
@@ -126,6 +151,16 @@ impl Application {
             () = drain_bound => tracing::warn!(timeout = ?self.shutdown_timeout, "in-flight requests did not finish in time; stopping anyway"),
         }
         stopping.cancel();
+        if let Some(task) = saga_task {
+            if tokio::time::timeout(self.shutdown_timeout, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "saga workers did not stop in time; their sagas resume after the lease"
+                );
+            }
+        }
         if let Some(task) = relay_task {
             if tokio::time::timeout(self.shutdown_timeout, task)
                 .await

@@ -36,3 +36,24 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The W3C `traceparent` the request came with, when it is well-formed
+/// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero).
+pub fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get("traceparent")?.to_str().ok()?.trim();
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let valid = parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2);
+    valid.then(|| value.to_owned())
+}

@@ -5,6 +5,7 @@
 pub mod idempotency;
 pub mod orders;
 pub mod outbox;
+pub mod sagas;
 pub mod schema;
 
 use std::time::Duration;

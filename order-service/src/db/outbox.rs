@@ -27,8 +27,8 @@ pub async fn insert(
     let payload =
         serde_json::to_value(&event.payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO outbox_events (id, order_id, order_version, event_type, schema_version, occurred_at, trace_id, payload)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
+        "INSERT INTO outbox_events (id, order_id, order_version, event_type, schema_version, occurred_at, trace_id, payload, traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
     )
     .bind(event.event_id)
     .bind(event.order_id)
@@ -38,6 +38,7 @@ pub async fn insert(
     .bind(event.occurred_at)
     .bind(&event.trace_id)
     .bind(payload)
+    .bind(&event.traceparent)
     .fetch_one(&mut *conn)
     .await?;
     let names: Vec<&str> = sinks.iter().map(|s| s.as_str()).collect();
@@ -82,6 +83,7 @@ struct ClaimedRow {
     schema_version: i32,
     occurred_at: DateTime<Utc>,
     trace_id: Option<String>,
+    traceparent: Option<String>,
     payload: serde_json::Value,
 }
 
@@ -105,6 +107,7 @@ impl ClaimedRow {
             order_version: self.order_version,
             occurred_at: self.occurred_at,
             trace_id: self.trace_id,
+            traceparent: self.traceparent,
             payload,
         })
     }
@@ -135,7 +138,7 @@ pub async fn claim(
              LIMIT $2
              FOR UPDATE SKIP LOCKED)
          SELECT c.event_id, c.attempts, e.order_id, e.order_version, e.event_type, e.schema_version,
-                e.occurred_at, e.trace_id, e.payload
+                e.occurred_at, e.trace_id, e.traceparent, e.payload
          FROM claimed c JOIN outbox_events e ON e.id = c.event_id
          ORDER BY c.seq",
     )

@@ -52,6 +52,8 @@ pub enum ApiError {
     VersionMismatch { current: i64 },
     #[error("this request needs an If-Match header with the order's ETag (its version)")]
     IfMatchRequired,
+    #[error("order {0} is being confirmed by its fulfilment saga; it can be cancelled, not confirmed by hand")]
+    SagaInProgress(Uuid),
     #[error("the request took longer than {0:?}")]
     Timeout(std::time::Duration),
     #[error("{0}")]
@@ -171,6 +173,7 @@ impl ApiError {
                 "if-match-required",
                 "If-Match required",
             ),
+            Self::SagaInProgress(_) => (S::CONFLICT, "saga-in-progress", "Fulfilment in progress"),
             Self::Timeout(_) => (S::SERVICE_UNAVAILABLE, "timeout", "Request timed out"),
             Self::ProjectionUnavailable(_) => (
                 S::SERVICE_UNAVAILABLE,
@@ -274,6 +277,7 @@ mod tests {
             ApiError::MethodNotAllowed,
             ApiError::VersionMismatch { current: 1 },
             ApiError::IfMatchRequired,
+            ApiError::SagaInProgress(Uuid::nil()),
             ApiError::Timeout(std::time::Duration::from_secs(1)),
             ApiError::ProjectionUnavailable(String::new()),
             ApiError::Internal(anyhow::anyhow!("x")),

@@ -39,6 +39,8 @@ pub struct AppState {
     pub projections: Projections,
     /// Whether `/readyz` fails (503) when a sink is down, rather than reporting `degraded`.
     pub readiness_requires_sinks: bool,
+    /// With participants configured: wakes the saga workers when an order is created.
+    pub saga: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Limits applied to every request.

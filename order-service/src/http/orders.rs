@@ -17,6 +17,7 @@ use super::extract::{
     etag, from_json_value, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, IfMatch, RequestId,
 };
 use super::AppState;
+use crate::db::sagas::SagaView;
 use crate::db::{self, orders::OrderFilter};
 use crate::domain::{
     self, Address, Currency, Cursor, FieldErrors, NewItem, NewOrder, NewOrderParts, Order,
@@ -140,6 +141,17 @@ struct OrderResponse {
     status: StatusCode,
     order: Order,
     replayed: bool,
+    saga: Option<SagaView>,
+}
+
+/// An order with the progress of its fulfilment saga.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OrderDetail {
+    #[serde(flatten)]
+    order: Order,
+    /// Present when the order has a fulfilment saga (participants are configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    saga: Option<SagaView>,
 }
 
 impl IntoResponse for OrderResponse {
@@ -156,7 +168,11 @@ impl IntoResponse for OrderResponse {
         if self.replayed {
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
         }
-        (self.status, headers, Json(self.order)).into_response()
+        let body = OrderDetail {
+            order: self.order,
+            saga: self.saga,
+        };
+        (self.status, headers, Json(body)).into_response()
     }
 }
 
@@ -182,23 +198,38 @@ pub(crate) async fn create_order(
     State(state): State<AppState>,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     RequestId(request_id): RequestId,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let fingerprint = RequestFingerprint::of_json(&body);
+    let traceparent = crate::telemetry::traceparent(&headers);
     let new_order = from_json_value::<CreateOrderRequest>(body)?.parse()?;
 
     let order_id = Uuid::now_v7();
     let mut tx = state.pool.begin().await?;
     if db::idempotency::claim(&mut tx, &key, &fingerprint, order_id).await? {
         let order = db::orders::insert(&mut tx, order_id, &new_order).await?;
-        let event = EventEnvelope::order_created(&order, request_id);
+        let event =
+            EventEnvelope::order_created(&order, request_id).with_traceparent(traceparent.clone());
         db::outbox::insert(&mut tx, &event, &state.sinks).await?;
+        if state.saga.is_some() {
+            db::sagas::insert(&mut tx, order.id, traceparent.as_deref()).await?;
+        }
         tx.commit().await?;
         tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order created");
+        let saga = match &state.saga {
+            Some(wake) => {
+                wake.notify_one();
+                let mut conn = state.pool.acquire().await?;
+                db::sagas::get(&mut conn, order.id).await?
+            }
+            None => None,
+        };
         return Ok(OrderResponse {
             status: StatusCode::CREATED,
             order,
             replayed: false,
+            saga,
         }
         .into_response());
     }
@@ -217,10 +248,12 @@ pub(crate) async fn create_order(
     let order = db::orders::get(&mut conn, stored.order_id)
         .await?
         .ok_or(ApiError::OrderNotFound(stored.order_id))?;
+    let saga = db::sagas::get(&mut conn, order.id).await?;
     Ok(OrderResponse {
         status: StatusCode::CREATED,
         order,
         replayed: true,
+        saga,
     }
     .into_response())
 }
@@ -230,7 +263,7 @@ pub(crate) async fn create_order(
     get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = Uuid, Path, description = "Order id")),
     responses(
-        (status = 200, body = Order, headers(("ETag" = String, description = "The order's version"))),
+        (status = 200, body = OrderDetail, headers(("ETag" = String, description = "The order's version"))),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -242,10 +275,12 @@ pub(crate) async fn get_order(
     let order = db::orders::get(&mut conn, id)
         .await?
         .ok_or(ApiError::OrderNotFound(id))?;
+    let saga = db::sagas::get(&mut conn, id).await?;
     Ok(OrderResponse {
         status: StatusCode::OK,
         order,
         replayed: false,
+        saga,
     }
     .into_response())
 }
@@ -448,18 +483,25 @@ async fn transition(
         .ok_or(ApiError::OrderNotFound(id))?;
     if_match.check(current.version)?;
     let next = current.status.transition(to)?;
+    // With a saga, confirmation is its outcome; cancelling is always the customer's right
+    // (the saga then undoes what it did).
+    if next == OrderStatus::Confirmed && db::sagas::is_active(&mut tx, id).await? {
+        return Err(ApiError::SagaInProgress(id));
+    }
     db::orders::set_status(&mut tx, id, next, reason).await?;
     let order = db::orders::get(&mut tx, id)
         .await?
         .ok_or(ApiError::OrderNotFound(id))?;
     let event = EventEnvelope::status_changed(&order, current.status, ACTOR_API, request_id);
     db::outbox::insert(&mut tx, &event, &state.sinks).await?;
+    let saga = db::sagas::get(&mut tx, id).await?;
     tx.commit().await?;
     tracing::info!(order_id = %id, from = %current.status, to = %next, "order status changed");
     Ok(OrderResponse {
         status: StatusCode::OK,
         order,
         replayed: false,
+        saga,
     }
     .into_response())
 }

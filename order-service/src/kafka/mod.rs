@@ -109,6 +109,12 @@ impl EventPublisher {
                 value: Some(trace_id),
             });
         }
+        if let Some(traceparent) = &event.traceparent {
+            headers = headers.insert(Header {
+                key: "traceparent",
+                value: Some(traceparent),
+            });
+        }
         let record = FutureRecord::to(&self.topic)
             .key(&key)
             .payload(&payload)

@@ -16,6 +16,8 @@ pub const SCHEMA_VERSION: i32 = 1;
 
 /// Who made a change through the HTTP API.
 pub const ACTOR_API: &str = "api";
+/// Who made a change as the fulfilment saga's outcome.
+pub const ACTOR_SAGA: &str = "saga";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventType {
@@ -23,14 +25,17 @@ pub enum EventType {
     OrderCreated,
     #[serde(rename = "order.status_changed")]
     OrderStatusChanged,
+    #[serde(rename = "order.confirmed")]
+    OrderConfirmed,
     #[serde(rename = "order.cancelled")]
     OrderCancelled,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 3] = [
+    pub const ALL: [EventType; 4] = [
         Self::OrderCreated,
         Self::OrderStatusChanged,
+        Self::OrderConfirmed,
         Self::OrderCancelled,
     ];
 
@@ -38,6 +43,7 @@ impl EventType {
         match self {
             Self::OrderCreated => "order.created",
             Self::OrderStatusChanged => "order.status_changed",
+            Self::OrderConfirmed => "order.confirmed",
             Self::OrderCancelled => "order.cancelled",
         }
     }
@@ -86,6 +92,9 @@ pub struct EventEnvelope {
     /// The request id of the change, for following it across systems.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The W3C `traceparent` of the change (also a Kafka header), when it was traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     pub payload: EventPayload,
 }
 
@@ -100,6 +109,7 @@ impl EventEnvelope {
             order_version: order.version,
             occurred_at: order.created_at,
             trace_id,
+            traceparent: None,
             payload: EventPayload {
                 status: order.status,
                 previous_status: None,
@@ -113,17 +123,24 @@ impl EventEnvelope {
         }
     }
 
-    /// `order.cancelled` when the order moved to CANCELLED, else `order.status_changed`.
+    /// With the W3C trace context of the change.
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
+        self.traceparent = traceparent;
+        self
+    }
+
+    /// `order.confirmed` or `order.cancelled` when the order moved to CONFIRMED or CANCELLED,
+    /// else `order.status_changed`.
     pub fn status_changed(
         order: &Order,
         previous: OrderStatus,
         actor: &str,
         trace_id: Option<String>,
     ) -> Self {
-        let event_type = if order.status == OrderStatus::Cancelled {
-            EventType::OrderCancelled
-        } else {
-            EventType::OrderStatusChanged
+        let event_type = match order.status {
+            OrderStatus::Cancelled => EventType::OrderCancelled,
+            OrderStatus::Confirmed => EventType::OrderConfirmed,
+            _ => EventType::OrderStatusChanged,
         };
         Self {
             event_id: Uuid::now_v7(),
@@ -133,6 +150,7 @@ impl EventEnvelope {
             order_version: order.version,
             occurred_at: order.updated_at,
             trace_id,
+            traceparent: None,
             payload: EventPayload {
                 status: order.status,
                 previous_status: Some(previous),

@@ -1,0 +1,267 @@
+//! The `sagas` table: insert with the order, claim due sagas with a lease, record each step.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::saga::machine::{Progress, SagaState, Step, Transition};
+
+/// A saga as the workers read it.
+#[derive(Debug, Clone)]
+pub struct SagaRow {
+    pub order_id: Uuid,
+    pub state: SagaState,
+    pub step: Step,
+    pub attempts: i32,
+    pub progress: Progress,
+    pub cancel_reason: Option<String>,
+    pub traceparent: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A saga as `GET /v1/orders/{id}` and `order-service sagas` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SagaView {
+    #[serde(skip_serializing)]
+    pub order_id: Uuid,
+    pub state: SagaState,
+    /// The step to run next (`done` once finished).
+    pub step: Step,
+    /// Attempts of that step so far.
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Why the order is cancelled, once a step failed for good.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+type Raw = (
+    Uuid,
+    String,
+    String,
+    i32,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    DateTime<Utc>,
+);
+
+fn decode(raw: Raw) -> Result<SagaRow, sqlx::Error> {
+    let (
+        order_id,
+        state,
+        step,
+        attempts,
+        cancel_reason,
+        reservation_id,
+        authorization_id,
+        traceparent,
+        created_at,
+    ) = raw;
+    Ok(SagaRow {
+        order_id,
+        state: SagaState::parse(&state).ok_or_else(|| corrupt(order_id, &state))?,
+        step: Step::parse(&step).ok_or_else(|| corrupt(order_id, &step))?,
+        attempts,
+        progress: Progress {
+            reservation_id,
+            authorization_id,
+        },
+        cancel_reason,
+        traceparent,
+        created_at,
+    })
+}
+
+fn corrupt(order_id: Uuid, value: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("saga {order_id}: unknown state or step `{value}`").into())
+}
+
+const COLUMNS: &str = "order_id, state, step, attempts, cancel_reason, reservation_id, authorization_id, traceparent, created_at";
+
+/// Starts the saga of a new order (in the order's own transaction).
+pub async fn insert(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    traceparent: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO sagas (order_id, state, step, traceparent) VALUES ($1, $2, $3, $4)")
+        .bind(order_id)
+        .bind(SagaState::Running.as_str())
+        .bind(Step::ValidateCustomer.as_str())
+        .bind(traceparent)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+/// Claims up to `limit` due sagas for `worker` until the lease ends. A saga whose worker died
+/// becomes due again when its lease runs out.
+pub async fn claim(
+    conn: &mut PgConnection,
+    worker: Uuid,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<SagaRow>, sqlx::Error> {
+    let rows: Vec<Raw> = sqlx::query_as(&format!(
+        "UPDATE sagas SET claimed_by = $1, claimed_until = now() + make_interval(secs => $2)
+         WHERE order_id IN (
+             SELECT order_id FROM sagas
+             WHERE state IN ('RUNNING', 'COMPENSATING') AND next_attempt_at <= now()
+               AND (claimed_until IS NULL OR claimed_until < now())
+             ORDER BY next_attempt_at
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(worker)
+    .bind(lease.as_secs_f64())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(decode).collect()
+}
+
+/// Locks a saga this worker holds (for the order service's own steps, which change the order
+/// in the same transaction). `None`: the lease was lost; another worker has it now.
+pub async fn lock_claimed(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    worker: Uuid,
+) -> Result<Option<SagaRow>, sqlx::Error> {
+    let row: Option<Raw> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM sagas WHERE order_id = $1 AND claimed_by = $2 FOR UPDATE"
+    ))
+    .bind(order_id)
+    .bind(worker)
+    .fetch_optional(conn)
+    .await?;
+    row.map(decode).transpose()
+}
+
+/// What one step changed.
+pub struct Recorded<'a> {
+    pub transition: &'a Transition,
+    pub attempts: i32,
+    /// When the step (or the next) may run.
+    pub delay: Duration,
+    pub last_error: Option<&'a str>,
+    /// Keep the claim (the worker goes on with the next step) or let go of it.
+    pub keep_claim: Option<Duration>,
+}
+
+/// Records a step's result; false when this worker no longer holds the saga.
+pub async fn record(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    worker: Uuid,
+    recorded: &Recorded<'_>,
+) -> Result<bool, sqlx::Error> {
+    let t = recorded.transition;
+    let result = sqlx::query(
+        "UPDATE sagas SET state = $3, step = $4, attempts = $5,
+             next_attempt_at = now() + make_interval(secs => $6), last_error = $7,
+             cancel_reason = $8, reservation_id = $9, authorization_id = $10,
+             claimed_by = CASE WHEN $11::float8 IS NULL THEN NULL ELSE claimed_by END,
+             claimed_until = CASE WHEN $11::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $11) END,
+             updated_at = now()
+         WHERE order_id = $1 AND claimed_by = $2",
+    )
+    .bind(order_id)
+    .bind(worker)
+    .bind(t.state.as_str())
+    .bind(t.step.as_str())
+    .bind(recorded.attempts)
+    .bind(recorded.delay.as_secs_f64())
+    .bind(recorded.last_error)
+    .bind(t.cancel_reason.as_deref())
+    .bind(t.progress.reservation_id.as_deref())
+    .bind(t.progress.authorization_id.as_deref())
+    .bind(recorded.keep_claim.map(|d| d.as_secs_f64()))
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+type ViewRaw = (
+    Uuid,
+    String,
+    String,
+    i32,
+    DateTime<Utc>,
+    Option<String>,
+    Option<String>,
+    DateTime<Utc>,
+);
+
+fn view(raw: ViewRaw) -> Result<SagaView, sqlx::Error> {
+    let (order_id, state, step, attempts, next_attempt_at, last_error, cancel_reason, updated_at) =
+        raw;
+    Ok(SagaView {
+        order_id,
+        state: SagaState::parse(&state).ok_or_else(|| corrupt(order_id, &state))?,
+        step: Step::parse(&step).ok_or_else(|| corrupt(order_id, &step))?,
+        attempts,
+        next_attempt_at,
+        last_error,
+        cancel_reason,
+        updated_at,
+    })
+}
+
+const VIEW_COLUMNS: &str =
+    "order_id, state, step, attempts, next_attempt_at, last_error, cancel_reason, updated_at";
+
+pub async fn get(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<SagaView>, sqlx::Error> {
+    let row: Option<ViewRaw> = sqlx::query_as(&format!(
+        "SELECT {VIEW_COLUMNS} FROM sagas WHERE order_id = $1"
+    ))
+    .bind(order_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(view).transpose()
+}
+
+/// Unfinished sagas that have not moved for `older_than`, oldest first.
+pub async fn stuck(
+    conn: &mut PgConnection,
+    older_than: Duration,
+    limit: i64,
+) -> Result<Vec<SagaView>, sqlx::Error> {
+    let rows: Vec<ViewRaw> = sqlx::query_as(&format!(
+        "SELECT {VIEW_COLUMNS} FROM sagas
+         WHERE state IN ('RUNNING', 'COMPENSATING') AND updated_at < now() - make_interval(secs => $1)
+         ORDER BY updated_at LIMIT $2"
+    ))
+    .bind(older_than.as_secs_f64())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(view).collect()
+}
+
+/// Whether the order has a saga that has not finished (the status API then leaves
+/// confirmation to it).
+pub async fn is_active(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sagas WHERE order_id = $1 AND state IN ('RUNNING', 'COMPENSATING'))",
+    )
+    .bind(order_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// How many sagas are in each state (metrics at scrape time).
+pub async fn counts(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT state, count(*) FROM sagas WHERE state IN ('RUNNING', 'COMPENSATING') GROUP BY state")
+        .fetch_all(conn)
+        .await
+}

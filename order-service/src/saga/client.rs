@@ -1,0 +1,241 @@
+//! One participant service behind a resilient client: a timeout per call, retries with
+//! exponential backoff and jitter for retryable failures only, a circuit breaker, and a
+//! bulkhead (a bound on concurrent calls, so a slow participant cannot hold every worker).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::breaker::{Breaker, BreakerState, Permit};
+use crate::metrics::Metrics;
+
+/// How calls to one participant behave.
+#[derive(Debug, Clone)]
+pub struct CallPolicy {
+    pub timeout: Duration,
+    /// Attempts after the first, for retryable failures.
+    pub retries: u32,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    pub breaker_failures: u32,
+    pub breaker_open_for: Duration,
+    pub max_concurrency: usize,
+    /// How long a call waits for a bulkhead slot before giving up (the step retries later).
+    pub bulkhead_wait: Duration,
+}
+
+/// Why a call did not produce an answer the saga can use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// Timeout, connection failure, 5xx, 429, an open breaker or a full bulkhead: try later,
+    /// not before `retry_after` when the participant or the breaker said.
+    Unavailable {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// The participant answered and refused (a 4xx other than 429).
+    Refused { status: u16, body: Value },
+}
+
+/// One request: the idempotency key makes a repeat (a retry, or a resumed saga) harmless.
+pub struct Call<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub idempotency_key: &'a str,
+    pub traceparent: Option<&'a str>,
+    pub body: Option<&'a Value>,
+}
+
+pub struct Participant {
+    name: &'static str,
+    base: Url,
+    http: reqwest::Client,
+    policy: CallPolicy,
+    breaker: Mutex<Breaker>,
+    bulkhead: Semaphore,
+    metrics: Arc<Metrics>,
+}
+
+impl Participant {
+    pub fn new(name: &'static str, base: Url, policy: CallPolicy, metrics: Arc<Metrics>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(policy.timeout)
+            .connect_timeout(policy.timeout)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self {
+            name,
+            base,
+            breaker: Mutex::new(Breaker::new(
+                policy.breaker_failures,
+                policy.breaker_open_for,
+            )),
+            bulkhead: Semaphore::new(policy.max_concurrency.max(1)),
+            http,
+            policy,
+            metrics,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker
+            .lock()
+            .map(|b| b.state(Instant::now()))
+            .unwrap_or(BreakerState::Closed)
+    }
+
+    /// Sends the call: within the bulkhead, through the breaker, retrying retryable failures.
+    /// `Ok` is a 2xx answer's JSON body (`null` when empty).
+    pub async fn send(&self, call: &Call<'_>) -> Result<Value, CallError> {
+        let _slot = tokio::time::timeout(self.policy.bulkhead_wait, self.bulkhead.acquire())
+            .await
+            .map_err(|_| {
+                self.metrics
+                    .participant_call(self.name, "bulkhead_full", Duration::ZERO);
+                CallError::Unavailable {
+                    error: format!(
+                        "{}: {} calls in flight already (bulkhead)",
+                        self.name, self.policy.max_concurrency
+                    ),
+                    retry_after: None,
+                }
+            })?
+            .map_err(|_| CallError::Unavailable {
+                error: "shutting down".into(),
+                retry_after: None,
+            })?;
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(self.policy.min_backoff)
+            .with_max_delay(self.policy.max_backoff)
+            .with_jitter()
+            .with_max_times(self.policy.retries as usize)
+            .build();
+        loop {
+            let permit = self
+                .breaker
+                .lock()
+                .map(|mut b| b.permit(Instant::now()))
+                .unwrap_or(Permit::Allowed);
+            if let Permit::Refused(open_for) = permit {
+                self.metrics
+                    .participant_call(self.name, "circuit_open", Duration::ZERO);
+                return Err(CallError::Unavailable {
+                    error: format!("{}: circuit breaker open", self.name),
+                    retry_after: Some(open_for),
+                });
+            }
+            let result = self.once(call).await;
+            let now = Instant::now();
+            if let Ok(mut breaker) = self.breaker.lock() {
+                match &result {
+                    Err(CallError::Unavailable { .. }) => breaker.failed(now),
+                    _ => breaker.succeeded(),
+                }
+                self.metrics
+                    .participant_breaker(self.name, breaker.state(now).gauge());
+            }
+            match result {
+                Err(CallError::Unavailable { error, retry_after }) => match backoff.next() {
+                    Some(delay) => {
+                        let delay = retry_after
+                            .map_or(delay, |after| after.min(self.policy.max_backoff).max(delay));
+                        self.metrics.participant_retry(self.name);
+                        tracing::debug!(participant = self.name, %error, ?delay, "retrying call");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Err(CallError::Unavailable { error, retry_after }),
+                },
+                other => return other,
+            }
+        }
+    }
+
+    async fn once(&self, call: &Call<'_>) -> Result<Value, CallError> {
+        let url = self
+            .base
+            .join(call.path)
+            .map_err(|e| CallError::Unavailable {
+                error: format!("{}: bad path {}: {e}", self.name, call.path),
+                retry_after: None,
+            })?;
+        let mut request = self
+            .http
+            .request(call.method.clone(), url)
+            .header("Idempotency-Key", call.idempotency_key);
+        if let Some(traceparent) = call.traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        if let Some(body) = call.body {
+            request = request.json(body);
+        }
+        let started = Instant::now();
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "unreachable"
+                };
+                self.metrics
+                    .participant_call(self.name, kind, started.elapsed());
+                return Err(CallError::Unavailable {
+                    error: format!("{}: {kind}: {e}", self.name),
+                    retry_after: None,
+                });
+            }
+        };
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let body = match response.bytes().await {
+            Ok(bytes) if bytes.is_empty() => Value::Null,
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            Err(e) => {
+                self.metrics
+                    .participant_call(self.name, "timeout", started.elapsed());
+                return Err(CallError::Unavailable {
+                    error: format!("{}: reading the answer: {e}", self.name),
+                    retry_after: None,
+                });
+            }
+        };
+        let elapsed = started.elapsed();
+        if status.is_success() {
+            self.metrics.participant_call(self.name, "ok", elapsed);
+            return Ok(body);
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            self.metrics
+                .participant_call(self.name, "unavailable", elapsed);
+            return Err(CallError::Unavailable {
+                error: format!("{}: HTTP {status}", self.name),
+                retry_after,
+            });
+        }
+        self.metrics.participant_call(self.name, "refused", elapsed);
+        Err(CallError::Refused {
+            status: status.as_u16(),
+            body,
+        })
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from services and ignored).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}

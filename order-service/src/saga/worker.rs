@@ -1,0 +1,314 @@
+//! The saga workers: claim due sagas (any replica, `FOR UPDATE SKIP LOCKED` under a lease),
+//! run their steps, record each result. A step that must wait (a retry, an open breaker) lets
+//! the saga go with its next attempt time; any worker picks it up then.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use sqlx::PgPool;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::machine::{self, Outcome, SagaState, Step};
+use super::participants::Participants;
+use super::SagaConfig;
+use crate::db;
+use crate::db::sagas::{Recorded, SagaRow};
+use crate::domain::OrderStatus;
+use crate::metrics::Metrics;
+use crate::outbox::envelope::{EventEnvelope, ACTOR_SAGA};
+use crate::outbox::Sink;
+
+pub struct SagaRunner {
+    pool: PgPool,
+    participants: Participants,
+    config: SagaConfig,
+    sinks: Arc<[Sink]>,
+    metrics: Arc<Metrics>,
+    /// This instance's identity in the `claimed_by` column.
+    worker: Uuid,
+    /// Woken when this instance creates an order, so its saga starts without a poll delay.
+    wake: Arc<Notify>,
+    slots: Arc<Semaphore>,
+}
+
+impl SagaRunner {
+    pub fn new(
+        pool: PgPool,
+        participants: Participants,
+        config: SagaConfig,
+        sinks: Arc<[Sink]>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(config.saga_concurrency.max(1))),
+            pool,
+            participants,
+            config,
+            sinks,
+            metrics,
+            worker: Uuid::new_v4(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub fn participants(&self) -> &Participants {
+        &self.participants
+    }
+
+    /// Claims what is due (as many as there are free slots) and drives each claimed saga as far
+    /// as it goes now, concurrently. Returns how many sagas were claimed. Tests call this to
+    /// step the sagas explicitly; `run` calls it in a loop.
+    pub async fn step(self: &Arc<Self>) -> Result<usize, sqlx::Error> {
+        let free = self.slots.available_permits();
+        if free == 0 {
+            return Ok(0);
+        }
+        let limit = free.min(self.config.saga_claim_batch.max(1)) as i64;
+        let mut conn = self.pool.acquire().await?;
+        let claimed =
+            db::sagas::claim(&mut conn, self.worker, self.config.saga_lease, limit).await?;
+        drop(conn);
+        let count = claimed.len();
+        let mut running = tokio::task::JoinSet::new();
+        for saga in claimed {
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let runner = self.clone();
+            running.spawn(async move {
+                let order_id = saga.order_id;
+                if let Err(error) = runner.drive(saga).await {
+                    tracing::warn!(%order_id, %error, "saga step failed on the database; its lease will expire and it resumes");
+                }
+                drop(slot);
+            });
+        }
+        while running.join_next().await.is_some() {}
+        Ok(count)
+    }
+
+    /// Runs until `shutdown`: claims when woken, when a saga finished a slot, or every poll
+    /// interval. In-flight steps finish (their results are recorded) before it returns.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        tracing::info!(worker = %self.worker, concurrency = self.config.saga_concurrency, "saga workers started");
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            // Dispatch without waiting for the claimed sagas: they run on their slots.
+            let runner = self.clone();
+            tasks.spawn(async move { runner.step().await });
+            let claimed = match tasks.join_next().await {
+                Some(Ok(Ok(n))) => n,
+                Some(Ok(Err(error))) => {
+                    tracing::warn!(%error, "claiming sagas failed");
+                    0
+                }
+                _ => 0,
+            };
+            if claimed > 0 && self.slots.available_permits() > 0 {
+                continue;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.config.saga_poll_interval) => {}
+            }
+        }
+        tracing::info!("saga workers stopped");
+    }
+
+    /// Runs one saga's steps until it finishes, must wait, or this worker lost it.
+    async fn drive(&self, mut saga: SagaRow) -> Result<(), sqlx::Error> {
+        loop {
+            if saga.state.is_finished() || saga.step == Step::Done {
+                return Ok(());
+            }
+            let mut conn = self.pool.acquire().await?;
+            let Some(order) = db::orders::get(&mut conn, saga.order_id).await? else {
+                return Ok(());
+            };
+            drop(conn);
+            let step = saga.step;
+            let mut outcome = match step {
+                Step::ConfirmOrder | Step::CancelOrder => {
+                    // The order service's own steps commit the order change, its event and the
+                    // saga's progress in one transaction.
+                    match self.finish(&saga, step).await? {
+                        Finish::Finished(done) => {
+                            self.metrics
+                                .saga_finished(done.state.as_str(), saga.created_at);
+                            saga = done;
+                            continue;
+                        }
+                        Finish::LeaseLost => return Ok(()),
+                        Finish::NotPending => Outcome::Rejected {
+                            reason: "order_cancelled".into(),
+                        },
+                    }
+                }
+                _ => {
+                    let undo = match step {
+                        Step::ReleaseInventory => saga.progress.reservation_id.as_deref(),
+                        Step::VoidPayment => saga.progress.authorization_id.as_deref(),
+                        _ => None,
+                    };
+                    self.participants
+                        .run(step, &order, undo, saga.traceparent.as_deref())
+                        .await
+                }
+            };
+            // A forward step that keeps failing gives up after the deadline: the order is
+            // cancelled (and what was done undone) rather than left pending for ever.
+            if let Outcome::Retry { error, .. } = &outcome {
+                let age = chrono::Utc::now() - saga.created_at;
+                if !step.is_compensation()
+                    && age.to_std().unwrap_or_default() > self.config.saga_deadline
+                {
+                    let who = self
+                        .participants
+                        .of(step)
+                        .map_or("order-service", |p| p.name());
+                    outcome = Outcome::Rejected {
+                        reason: format!("{who}_unavailable: {error}"),
+                    };
+                }
+            }
+            let (error, after) = match &outcome {
+                Outcome::Retry { error, after } => (Some(error.clone()), *after),
+                Outcome::Rejected { reason } => (Some(reason.clone()), None),
+                Outcome::Done { .. } => (None, None),
+            };
+            self.metrics
+                .saga_step(step.as_str(), outcome_label(&outcome));
+            let transition = machine::next(
+                saga.state,
+                step,
+                &saga.progress,
+                saga.cancel_reason.as_deref(),
+                outcome,
+            );
+            let attempts = if transition.retry {
+                saga.attempts + 1
+            } else {
+                0
+            };
+            let delay = if transition.retry {
+                self.backoff(saga.attempts).max(after.unwrap_or_default())
+            } else {
+                Duration::ZERO
+            };
+            if let Some(error) = &error {
+                tracing::info!(order_id = %saga.order_id, step = %step, attempts, ?delay, %error, "saga step did not succeed");
+            }
+            let recorded = Recorded {
+                transition: &transition,
+                attempts,
+                delay,
+                last_error: error.as_deref(),
+                keep_claim: (!transition.retry).then_some(self.config.saga_lease),
+            };
+            let mut conn = self.pool.acquire().await?;
+            if !db::sagas::record(&mut conn, saga.order_id, self.worker, &recorded).await? {
+                tracing::warn!(order_id = %saga.order_id, "saga lease lost; another worker resumes it");
+                return Ok(());
+            }
+            if transition.retry {
+                return Ok(());
+            }
+            saga.state = transition.state;
+            saga.step = transition.step;
+            saga.attempts = 0;
+            saga.progress = transition.progress;
+            saga.cancel_reason = transition.cancel_reason;
+        }
+    }
+
+    /// Confirms or cancels the order with its event, and finishes the saga, in one transaction.
+    async fn finish(&self, saga: &SagaRow, step: Step) -> Result<Finish, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let Some(held) = db::sagas::lock_claimed(&mut tx, saga.order_id, self.worker).await? else {
+            // Lost the lease: whoever holds it now finishes.
+            tx.rollback().await?;
+            return Ok(Finish::LeaseLost);
+        };
+        let Some(current) = db::orders::lock(&mut tx, saga.order_id).await? else {
+            tx.rollback().await?;
+            return Ok(Finish::LeaseLost);
+        };
+        let (target, state) = match step {
+            Step::ConfirmOrder => (OrderStatus::Confirmed, SagaState::Confirmed),
+            _ => (OrderStatus::Cancelled, SagaState::Cancelled),
+        };
+        if current.status == OrderStatus::Pending {
+            let reason = (target == OrderStatus::Cancelled)
+                .then_some(held.cancel_reason.as_deref())
+                .flatten();
+            db::orders::set_status(&mut tx, saga.order_id, target, reason).await?;
+            let order = db::orders::get(&mut tx, saga.order_id)
+                .await?
+                .ok_or_else(|| sqlx::Error::RowNotFound)?;
+            let event = EventEnvelope::status_changed(&order, current.status, ACTOR_SAGA, None)
+                .with_traceparent(held.traceparent.clone());
+            db::outbox::insert(&mut tx, &event, &self.sinks).await?;
+        } else if step == Step::ConfirmOrder {
+            // Cancelled through the API while the saga ran: undo instead.
+            tx.rollback().await?;
+            return Ok(Finish::NotPending);
+        }
+        let transition = machine::Transition {
+            state,
+            step: Step::Done,
+            progress: held.progress.clone(),
+            cancel_reason: held.cancel_reason.clone(),
+            retry: false,
+        };
+        let recorded = Recorded {
+            transition: &transition,
+            attempts: 0,
+            delay: Duration::ZERO,
+            last_error: None,
+            keep_claim: None,
+        };
+        db::sagas::record(&mut tx, saga.order_id, self.worker, &recorded).await?;
+        tx.commit().await?;
+        tracing::info!(order_id = %saga.order_id, state = state.as_str(), reason = ?held.cancel_reason, "saga finished");
+        Ok(Finish::Finished(SagaRow {
+            state,
+            step: Step::Done,
+            ..held
+        }))
+    }
+
+    fn backoff(&self, attempts: i32) -> Duration {
+        ExponentialBuilder::default()
+            .with_min_delay(self.config.saga_min_backoff)
+            .with_max_delay(self.config.saga_max_backoff)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(attempts.max(0) as usize)
+            .unwrap_or(self.config.saga_max_backoff)
+    }
+}
+
+/// How the order service's own step went.
+enum Finish {
+    Finished(SagaRow),
+    /// Confirming found the order no longer PENDING.
+    NotPending,
+    LeaseLost,
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Done { .. } => "done",
+        Outcome::Rejected { .. } => "rejected",
+        Outcome::Retry { .. } => "retry",
+    }
+}

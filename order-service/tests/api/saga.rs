@@ -1,0 +1,418 @@
+//! The fulfilment saga against participants faked with wiremock, on a real PostgreSQL.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::Row;
+
+use crate::helpers::{
+    fresh_database, problem, problem_type, sample_order, spawn_app_with, spawn_on, wait_until,
+    Options, TestApp,
+};
+use crate::participants::Participants;
+
+const SAGA_TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn app_with(participants: &Participants) -> TestApp {
+    spawn_app_with(Options {
+        extra_args: participants.args(),
+        ..Options::default()
+    })
+    .await
+}
+
+fn order_for(customer: &str) -> Value {
+    let mut order = sample_order();
+    order["customer_id"] = json!(customer);
+    order
+}
+
+/// Waits until the order's saga finished; returns the order JSON.
+async fn finished(app: &TestApp, id: &str) -> Value {
+    wait_until(
+        SAGA_TIMEOUT,
+        &format!("the saga of {id} to finish"),
+        || async {
+            let order = app.order_json(id).await;
+            matches!(
+                order["saga"]["state"].as_str(),
+                Some("CONFIRMED" | "CANCELLED")
+            )
+        },
+    )
+    .await;
+    app.order_json(id).await
+}
+
+/// The types of the outbox events of an order, in order.
+async fn event_types(app: &TestApp, id: &str) -> Vec<(String, Value)> {
+    sqlx::query("SELECT event_type, payload FROM outbox_events WHERE order_id = $1::uuid ORDER BY order_version")
+        .bind(id)
+        .fetch_all(&app.pool)
+        .await
+        .expect("events")
+        .iter()
+        .map(|r| (r.get("event_type"), r.get("payload")))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_happy_path_confirms_with_one_call_per_step_each_with_its_key() {
+    let participants = Participants::start().await;
+    let app = spawn_app_with(Options {
+        extra_args: participants.args(),
+        // Events are written to the outbox only with a sink; the relay stays off.
+        sinks: None,
+        ..Options::default()
+    })
+    .await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = app
+        .client
+        .post(app.url("/v1/orders"))
+        .header("idempotency-key", crate::helpers::new_key())
+        .header("traceparent", traceparent)
+        .json(&sample_order())
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.expect("json");
+    assert_eq!(created["saga"]["state"], "RUNNING");
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    let order = finished(&app, &id).await;
+    assert_eq!(order["status"], "CONFIRMED");
+    assert_eq!(order["saga"]["state"], "CONFIRMED");
+    assert_eq!(order["saga"]["step"], "done");
+    let w = &participants.world;
+    for (endpoint, step) in [
+        (&w.customer, "validate_customer"),
+        (&w.reserve, "reserve_inventory"),
+        (&w.authorize, "authorize_payment"),
+    ] {
+        assert_eq!(endpoint.keys_of(&id), [format!("{id}:{step}")], "{step}");
+        // The trace the order was created in continues into every call.
+        assert_eq!(
+            endpoint.traceparents.lock().unwrap()[0],
+            traceparent,
+            "{step}"
+        );
+    }
+    assert_eq!(w.release.calls() + w.void.calls(), 0, "nothing to undo");
+    // The order cannot be confirmed twice, and the saga's outcome is an event like any other.
+    let confirmed = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FROM orders WHERE id = $1::uuid AND status = 'CONFIRMED'",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(confirmed, 1);
+}
+
+#[tokio::test]
+async fn the_outcome_goes_through_the_outbox_as_order_confirmed_with_its_trace() {
+    let participants = Participants::start().await;
+    let app = spawn_app_with(Options {
+        extra_args: participants.args(),
+        sinks: Some(crate::helpers::Sinks::fresh()),
+        ..Options::default()
+    })
+    .await;
+    let id = app.create_order(&sample_order()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    finished(&app, &id).await;
+    let events = event_types(&app, &id).await;
+    let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(types, ["order.created", "order.confirmed"]);
+    assert_eq!(events[1].1["actor"], "saga");
+    assert_eq!(events[1].1["previous_status"], "PENDING");
+}
+
+#[tokio::test]
+async fn an_unknown_customer_cancels_the_order_with_nothing_to_undo() {
+    let participants = Participants::start().await;
+    participants
+        .world
+        .unknown_customers
+        .lock()
+        .unwrap()
+        .insert("c-ghost".into());
+    let app = app_with(&participants).await;
+    let id = app.create_order(&order_for("c-ghost")).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let order = finished(&app, &id).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["status_reason"], "unknown_customer: c-ghost");
+    assert_eq!(order["saga"]["cancel_reason"], "unknown_customer: c-ghost");
+    let w = &participants.world;
+    assert_eq!(
+        w.reserve.calls() + w.authorize.calls() + w.release.calls() + w.void.calls(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn out_of_stock_cancels_without_charging() {
+    let participants = Participants::start().await;
+    participants
+        .world
+        .out_of_stock
+        .lock()
+        .unwrap()
+        .insert("SKU-1".into());
+    let app = app_with(&participants).await;
+    let id = app.create_order(&sample_order()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let order = finished(&app, &id).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["status_reason"], "out_of_stock: SKU-1");
+    let w = &participants.world;
+    assert_eq!(w.authorize.calls(), 0);
+    assert_eq!(w.release.calls(), 0, "nothing was reserved");
+}
+
+#[tokio::test]
+async fn a_declined_payment_releases_the_reservation_then_cancels() {
+    let participants = Participants::start().await;
+    participants
+        .world
+        .declined_customers
+        .lock()
+        .unwrap()
+        .insert("c-broke".into());
+    let app = app_with(&participants).await;
+    let id = app.create_order(&order_for("c-broke")).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let order = finished(&app, &id).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["status_reason"], "payment_declined");
+    let w = &participants.world;
+    assert_eq!(w.release.keys_of(&id), [format!("{id}:release_inventory")]);
+    assert_eq!(w.void.calls(), 0, "nothing was authorized");
+}
+
+#[tokio::test]
+async fn a_payment_that_times_out_then_succeeds_authorizes_once() {
+    let participants = Participants::start().await;
+    let w = &participants.world;
+    // The first answer comes after the client's 300 ms timeout: the payment service did the
+    // work, the order service never heard. The retry carries the same key.
+    *w.authorize.slow_by.lock().unwrap() = Duration::from_millis(800);
+    w.authorize.slow_next.store(1, Ordering::SeqCst);
+    let app = app_with(&participants).await;
+    let id = app.create_order(&sample_order()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let order = finished(&app, &id).await;
+    assert_eq!(order["status"], "CONFIRMED");
+    assert!(w.authorize.calls() >= 2, "the timed-out call was retried");
+    assert_eq!(w.authorize.distinct_keys().len(), 1);
+    assert_eq!(
+        w.authorizations.lock().unwrap().len(),
+        1,
+        "one authorization, not two"
+    );
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains("order_service_participant_retries_total{participant=\"payment\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_participant_down_opens_its_breaker_and_sagas_complete_once_it_is_back() {
+    let participants = Participants::start().await;
+    let w = &participants.world;
+    w.authorize.down.store(true, Ordering::SeqCst);
+    let app = app_with(&participants).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            app.create_order(&sample_order()).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    wait_until(SAGA_TIMEOUT, "the payment breaker to open", || async {
+        let metrics = app.get("/metrics").await.text().await.unwrap_or_default();
+        metrics.contains("order_service_participant_breaker_state{participant=\"payment\"} 1")
+    })
+    .await;
+    // Meanwhile the sagas wait at the payment step, saying why, and the order cannot be
+    // confirmed by hand.
+    let order = app.order_json(&ids[0]).await;
+    assert_eq!(order["status"], "PENDING");
+    assert_eq!(order["saga"]["state"], "RUNNING");
+    assert_eq!(order["saga"]["step"], "authorize_payment");
+    assert!(
+        order["saga"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("payment"),
+        "{order}"
+    );
+    let refused = app
+        .change_status(&ids[0], Some("\"1\""), &json!({"status": "CONFIRMED"}))
+        .await;
+    assert_eq!(
+        problem_type(&problem(refused, StatusCode::CONFLICT).await),
+        "saga-in-progress"
+    );
+    let calls_while_open = w.authorize.calls();
+
+    w.authorize.down.store(false, Ordering::SeqCst);
+    for id in &ids {
+        assert_eq!(finished(&app, id).await["status"], "CONFIRMED");
+    }
+    assert_eq!(w.authorizations.lock().unwrap().len(), 3);
+    assert!(
+        calls_while_open < 40,
+        "the breaker held calls back ({calls_while_open})"
+    );
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(metrics.contains("order_service_participant_breaker_state{participant=\"payment\"} 0"));
+}
+
+#[tokio::test]
+async fn a_failing_compensation_is_retried_until_it_is_done() {
+    let participants = Participants::start().await;
+    let w = &participants.world;
+    w.declined_customers
+        .lock()
+        .unwrap()
+        .insert("c-broke".into());
+    // Each saga attempt makes two calls (one retry within the call): three attempts fail.
+    w.release.fail_next.store(6, Ordering::SeqCst);
+    let app = app_with(&participants).await;
+    let id = app.create_order(&order_for("c-broke")).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let order = finished(&app, &id).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["status_reason"], "payment_declined");
+    let keys = w.release.keys_of(&id);
+    assert!(keys.len() >= 7, "retried until it succeeded: {keys:?}");
+    assert!(keys.iter().all(|k| *k == format!("{id}:release_inventory")));
+}
+
+#[tokio::test]
+async fn cancelling_during_the_saga_undoes_what_it_did() {
+    let participants = Participants::start().await;
+    let w = &participants.world;
+    // Confirmation waits on a slow payment; the customer cancels meanwhile.
+    *w.authorize.latency.lock().unwrap() = Duration::from_millis(250);
+    let app = app_with(&participants).await;
+    let id = app.create_order(&sample_order()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_until(SAGA_TIMEOUT, "the payment call", || async {
+        w.authorize.calls() > 0
+    })
+    .await;
+    let cancelled = app
+        .client
+        .post(app.url(&format!("/v1/orders/{id}/cancel")))
+        .json(&json!({"reason": "changed my mind"}))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let order = finished(&app, &id).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["status_reason"], "changed my mind");
+    assert_eq!(w.void.keys_of(&id).len(), 1, "the authorization is voided");
+    assert_eq!(
+        w.release.keys_of(&id).len(),
+        1,
+        "the reservation is released"
+    );
+}
+
+#[tokio::test]
+async fn two_instances_share_the_sagas_and_never_run_one_twice() {
+    let participants = Participants::start().await;
+    *participants.world.reserve.latency.lock().unwrap() = Duration::from_millis(5);
+    let db = fresh_database().await;
+    let pool = order_service::db::pool(db.clone(), 8, Duration::from_secs(5));
+    order_service::startup::migrate(&pool)
+        .await
+        .expect("migrate");
+    let options = || Options {
+        migrate: false,
+        extra_args: participants.args(),
+        ..Options::default()
+    };
+    let first = spawn_on(db.clone(), pool.clone(), options()).await;
+    let second = spawn_on(db.clone(), pool.clone(), options()).await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let app = if i % 2 == 0 { &first } else { &second };
+        ids.push(
+            app.create_order(&sample_order()).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    for id in &ids {
+        assert_eq!(finished(&first, id).await["status"], "CONFIRMED");
+    }
+    let w = &participants.world;
+    for id in &ids {
+        assert_eq!(w.reserve.keys_of(id).len(), 1, "reserved once: {id}");
+        assert_eq!(w.authorize.keys_of(id).len(), 1, "authorized once: {id}");
+    }
+    let confirmed_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orders WHERE status = 'CONFIRMED' AND version = 2",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(confirmed_events, 30, "each order confirmed exactly once");
+}
+
+#[tokio::test]
+async fn without_participants_there_is_no_saga_and_the_status_api_confirms() {
+    let app = spawn_app_with(Options::default()).await;
+    let order = app.create_order(&sample_order()).await;
+    assert!(order.get("saga").is_none(), "{order}");
+    let id = order["id"].as_str().expect("id");
+    let response = app
+        .change_status(id, Some("\"1\""), &json!({"status": "CONFIRMED"}))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[test]
+fn only_some_participants_is_a_configuration_error() {
+    let db = sqlx::postgres::PgConnectOptions::new();
+    let options = Options {
+        extra_args: vec!["--customer-url".into(), "http://127.0.0.1:1/".into()],
+        ..Options::default()
+    };
+    let config = crate::helpers::serve_config(&db, &options);
+    let metrics = std::sync::Arc::new(order_service::metrics::Metrics::new(1));
+    let error = config
+        .saga
+        .participants(&metrics)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(error.contains("all three participants"), "{error}");
+}
