@@ -11,6 +11,8 @@ CREATE TABLE sagas (
     step             text        NOT NULL,
     -- Attempts of the current step so far.
     attempts         integer     NOT NULL DEFAULT 0,
+    -- Since when the saga is at this step: what `order-service sagas --stuck` measures.
+    step_since       timestamptz NOT NULL DEFAULT now(),
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
     last_error       text,
     -- Why the order is being cancelled, once a step failed for good (e.g. out_of_stock: SKU-1).

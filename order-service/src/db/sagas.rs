@@ -34,6 +34,8 @@ pub struct SagaView {
     /// Attempts of that step so far.
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
+    /// Since when the saga is at this step.
+    pub step_since: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Why the order is cancelled, once a step failed for good.
@@ -168,6 +170,7 @@ pub async fn record(
     let t = recorded.transition;
     let result = sqlx::query(
         "UPDATE sagas SET state = $3, step = $4, attempts = $5,
+             step_since = CASE WHEN step = $4 THEN step_since ELSE now() END,
              next_attempt_at = now() + make_interval(secs => $6), last_error = $7,
              cancel_reason = $8, reservation_id = $9, authorization_id = $10,
              claimed_by = CASE WHEN $11::float8 IS NULL THEN NULL ELSE claimed_by END,
@@ -197,20 +200,31 @@ type ViewRaw = (
     String,
     i32,
     DateTime<Utc>,
+    DateTime<Utc>,
     Option<String>,
     Option<String>,
     DateTime<Utc>,
 );
 
 fn view(raw: ViewRaw) -> Result<SagaView, sqlx::Error> {
-    let (order_id, state, step, attempts, next_attempt_at, last_error, cancel_reason, updated_at) =
-        raw;
+    let (
+        order_id,
+        state,
+        step,
+        attempts,
+        next_attempt_at,
+        step_since,
+        last_error,
+        cancel_reason,
+        updated_at,
+    ) = raw;
     Ok(SagaView {
         order_id,
         state: SagaState::parse(&state).ok_or_else(|| corrupt(order_id, &state))?,
         step: Step::parse(&step).ok_or_else(|| corrupt(order_id, &step))?,
         attempts,
         next_attempt_at,
+        step_since,
         last_error,
         cancel_reason,
         updated_at,
@@ -218,7 +232,7 @@ fn view(raw: ViewRaw) -> Result<SagaView, sqlx::Error> {
 }
 
 const VIEW_COLUMNS: &str =
-    "order_id, state, step, attempts, next_attempt_at, last_error, cancel_reason, updated_at";
+    "order_id, state, step, attempts, next_attempt_at, step_since, last_error, cancel_reason, updated_at";
 
 pub async fn get(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<SagaView>, sqlx::Error> {
     let row: Option<ViewRaw> = sqlx::query_as(&format!(
@@ -230,7 +244,8 @@ pub async fn get(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<SagaV
     row.map(view).transpose()
 }
 
-/// Unfinished sagas that have not moved for `older_than`, oldest first.
+/// Unfinished sagas that have been at the same step for `older_than`, oldest first (retries
+/// of a step do not count as moving).
 pub async fn stuck(
     conn: &mut PgConnection,
     older_than: Duration,
@@ -238,8 +253,8 @@ pub async fn stuck(
 ) -> Result<Vec<SagaView>, sqlx::Error> {
     let rows: Vec<ViewRaw> = sqlx::query_as(&format!(
         "SELECT {VIEW_COLUMNS} FROM sagas
-         WHERE state IN ('RUNNING', 'COMPENSATING') AND updated_at < now() - make_interval(secs => $1)
-         ORDER BY updated_at LIMIT $2"
+         WHERE state IN ('RUNNING', 'COMPENSATING') AND step_since < now() - make_interval(secs => $1)
+         ORDER BY step_since LIMIT $2"
     ))
     .bind(older_than.as_secs_f64())
     .bind(limit)

@@ -40,8 +40,8 @@ pub async fn stuck(args: &SagasArgs) -> anyhow::Result<bool> {
         return Ok(false);
     }
     println!(
-        "{:<36}  {:<12}  {:<17}  {:>8}  {:<20}  why",
-        "order", "state", "step", "attempts", "next attempt (UTC)"
+        "{:<36}  {:<12}  {:<17}  {:<19}  {:>8}  {:<19}  why",
+        "order", "state", "step", "at this step since", "attempts", "next attempt (UTC)"
     );
     for saga in &sagas {
         let why = saga
@@ -50,10 +50,11 @@ pub async fn stuck(args: &SagasArgs) -> anyhow::Result<bool> {
             .or(saga.cancel_reason.as_deref())
             .unwrap_or("no error recorded: no worker has claimed it (are saga workers running?)");
         println!(
-            "{:<36}  {:<12}  {:<17}  {:>8}  {:<20}  {why}",
+            "{:<36}  {:<12}  {:<17}  {:<19}  {:>8}  {:<19}  {why}",
             saga.order_id,
             saga.state.as_str(),
             saga.step.as_str(),
+            saga.step_since.format("%Y-%m-%d %H:%M:%S"),
             saga.attempts,
             saga.next_attempt_at.format("%Y-%m-%d %H:%M:%S"),
         );

@@ -416,3 +416,174 @@ fn only_some_participants_is_a_configuration_error() {
         .to_string();
     assert!(error.contains("all three participants"), "{error}");
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_order-service");
+
+/// The fakes' flags with another saga lease: a dead worker's sagas become due again after it.
+fn with_lease(mut args: Vec<String>, lease: &str) -> Vec<String> {
+    if let Some(i) = args.iter().position(|a| a == "--saga-lease") {
+        args[i + 1] = lease.to_owned();
+    }
+    args
+}
+
+fn start_binary(
+    db: &sqlx::postgres::PgConnectOptions,
+    participants: &Participants,
+    port: u16,
+) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "--database-url",
+            &crate::helpers::url(db),
+            "--sinks",
+            "none",
+        ])
+        .args(with_lease(participants.args(), "1s"))
+        .env("ORDER_SERVICE_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start order-service")
+}
+
+#[tokio::test]
+async fn kill_9_mid_saga_resumes_without_reserving_or_charging_twice() {
+    const ORDERS: usize = 20;
+    let participants = Participants::start().await;
+    let w = &participants.world;
+    // Slow participants keep sagas in flight when the process dies.
+    *w.reserve.latency.lock().unwrap() = Duration::from_millis(100);
+    *w.authorize.latency.lock().unwrap() = Duration::from_millis(150);
+    let db = fresh_database().await;
+    let pool = order_service::db::pool(db.clone(), 4, Duration::from_secs(5));
+    order_service::startup::migrate(&pool)
+        .await
+        .expect("migrate");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut child = start_binary(&db, &participants, port);
+    wait_until(Duration::from_secs(30), "the service to answer", || {
+        let request = http.get(format!("{base}/livez")).send();
+        async move { request.await.is_ok() }
+    })
+    .await;
+    for i in 0..ORDERS {
+        let response = http
+            .post(format!("{base}/v1/orders"))
+            .header("idempotency-key", format!("saga-crash-{i}"))
+            .json(&sample_order())
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    wait_until(
+        SAGA_TIMEOUT,
+        "sagas in flight at the payment step",
+        || async { w.authorize.calls() >= 3 },
+    )
+    .await;
+    child.start_kill().expect("kill -9");
+    child.wait().await.expect("reaped");
+    let confirmed_before: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'CONFIRMED'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert!(
+        (confirmed_before as usize) < ORDERS,
+        "the crash happened mid-saga"
+    );
+
+    let mut child = start_binary(&db, &participants, port);
+    wait_until(
+        SAGA_TIMEOUT,
+        "every saga to finish after the restart",
+        || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sagas WHERE state = 'CONFIRMED'")
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0)
+                == ORDERS as i64
+        },
+    )
+    .await;
+    child.start_kill().ok();
+    child.wait().await.ok();
+
+    // The fakes saw repeats (the calls cut off by the crash) only with the same keys.
+    assert_eq!(
+        w.reservations.lock().unwrap().len(),
+        ORDERS,
+        "one reservation per order"
+    );
+    assert_eq!(
+        w.authorizations.lock().unwrap().len(),
+        ORDERS,
+        "one authorization per order"
+    );
+    assert_eq!(w.reserve.distinct_keys().len(), ORDERS);
+    assert_eq!(w.authorize.distinct_keys().len(), ORDERS);
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM orders")
+        .fetch_all(&pool)
+        .await
+        .expect("orders");
+    assert!(
+        versions.iter().all(|v| *v == 2),
+        "each order confirmed once: {versions:?}"
+    );
+}
+
+#[tokio::test]
+async fn sagas_stuck_lists_what_is_not_moving_and_why() {
+    let participants = Participants::start().await;
+    participants
+        .world
+        .authorize
+        .down
+        .store(true, Ordering::SeqCst);
+    let app = app_with(&participants).await;
+    let id = app.create_order(&sample_order()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_until(SAGA_TIMEOUT, "a failed payment attempt", || async {
+        app.order_json(&id).await["saga"]["attempts"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 1
+    })
+    .await;
+    let database_url = crate::helpers::url(&app.config.database.database_url);
+    let run = |older_than: &'static str| {
+        let database_url = database_url.clone();
+        async move {
+            tokio::process::Command::new(BIN)
+                .args(["sagas", "--stuck", "--older-than", older_than])
+                .args(["--database-url", &database_url])
+                .env("ORDER_SERVICE_LOG", "warn")
+                .output()
+                .await
+                .expect("run sagas")
+        }
+    };
+    let stuck = run("1ms").await;
+    let out = String::from_utf8_lossy(&stuck.stdout);
+    assert_eq!(stuck.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&id) && out.contains("authorize_payment"),
+        "{out}"
+    );
+    assert!(out.contains("payment"), "the reason: {out}");
+    let fresh = run("1h").await;
+    assert_eq!(fresh.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&fresh.stdout).contains("no saga has been stuck"));
+}
