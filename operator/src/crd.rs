@@ -66,6 +66,10 @@ pub struct OrderPlatformSpec {
     pub dynamodb: DynamoDbSpec,
     /// Kafka: where order events are published.
     pub kafka: KafkaSpec,
+    /// The fulfilment saga's participants. Without them the saga is off and orders are
+    /// confirmed through the status API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participants: Option<ParticipantsSpec>,
     /// What happens to DynamoDB tables and Kafka topics when this resource is deleted:
     /// `Retain` (default) keeps them, `Delete` removes them. Kubernetes children are always
     /// removed.
@@ -380,6 +384,41 @@ fn default_replication() -> i32 {
     1
 }
 
+/// The services the order fulfilment saga calls (contracts: docs/participants.md).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantsSpec {
+    /// Customer service base URL, e.g. `http://customers.shop.svc:8080/`.
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("participant URLs must start with http:// or https://"))]
+    #[schemars(length(max = 2048))]
+    pub customer_url: String,
+    /// Inventory service base URL.
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("participant URLs must start with http:// or https://"))]
+    #[schemars(length(max = 2048))]
+    pub inventory_url: String,
+    /// Payment service base URL.
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("participant URLs must start with http:// or https://"))]
+    #[schemars(length(max = 2048))]
+    pub payment_url: String,
+    /// Bound on one call, e.g. `2s` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(ms|s|m)$')").message("timeout must look like 500ms, 2s or 1m"))]
+    #[schemars(length(max = 16))]
+    pub timeout: Option<String>,
+    /// Retries of a call for timeouts, 5xx and 429 (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 10").message("retries must be 0 to 10"))]
+    pub retries: Option<i32>,
+    /// Consecutive failures that open a participant's circuit breaker (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("breakerFailures must be at least 1"))]
+    pub breaker_failures: Option<i32>,
+    /// Most concurrent calls to one participant per pod (default 32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxConcurrentCalls must be at least 1"))]
+    pub max_concurrent_calls: Option<i32>,
+}
+
 /// What deleting the resource does to external data.
 #[derive(
     Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
@@ -471,6 +510,10 @@ mod tests {
         let full: OrderPlatform =
             serde_yaml::from_str(include_str!("../../examples/full.yaml")).unwrap();
         assert_eq!(full.spec.kafka.topics[0].partitions, 12);
+        assert_eq!(
+            full.spec.participants.as_ref().map(|p| p.retries),
+            Some(Some(2))
+        );
         assert_eq!(full.spec.autoscaling.unwrap().max_replicas, 10);
     }
 

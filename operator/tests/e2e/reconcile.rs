@@ -715,6 +715,11 @@ async fn the_apiserver_refuses_specs_that_break_a_rule_with_the_rules_message() 
             json!({"dynamodb": {"tablePrefix": "no/slash"}}),
             "tablePrefix may only hold",
         ),
+        (
+            "participants",
+            json!({"participants": {"customerUrl": "ftp://customers", "inventoryUrl": "http://i/", "paymentUrl": "http://p/"}}),
+            "participant URLs must start with http",
+        ),
     ];
     for (name, overrides, message) in refusals {
         let mut spec = spec(IMAGE_1);

@@ -45,6 +45,24 @@ pub fn build_config_map(platform: &OrderPlatform) -> ConfigMap {
     if let Some(endpoint) = &spec.dynamodb.endpoint {
         data.insert("DYNAMODB_ENDPOINT".to_owned(), endpoint.clone());
     }
+    if let Some(p) = &spec.participants {
+        let mut set = |key: &str, value: String| data.insert(key.to_owned(), value);
+        set("ORDER_SERVICE_CUSTOMER_URL", p.customer_url.clone());
+        set("ORDER_SERVICE_INVENTORY_URL", p.inventory_url.clone());
+        set("ORDER_SERVICE_PAYMENT_URL", p.payment_url.clone());
+        if let Some(timeout) = &p.timeout {
+            set("ORDER_SERVICE_PARTICIPANT_TIMEOUT", timeout.clone());
+        }
+        if let Some(retries) = p.retries {
+            set("ORDER_SERVICE_PARTICIPANT_RETRIES", retries.to_string());
+        }
+        if let Some(failures) = p.breaker_failures {
+            set("ORDER_SERVICE_BREAKER_FAILURES", failures.to_string());
+        }
+        if let Some(calls) = p.max_concurrent_calls {
+            set("ORDER_SERVICE_PARTICIPANT_CONCURRENCY", calls.to_string());
+        }
+    }
     ConfigMap {
         metadata: child_meta(platform, config_map_name(platform), "api"),
         data: Some(data),
@@ -71,6 +89,28 @@ mod tests {
                 .keys()
                 .any(|k| k.contains("SECRET") || k == "DATABASE_URL"),
             "no secrets"
+        );
+    }
+
+    #[test]
+    fn participants_turn_the_saga_on_and_are_absent_otherwise() {
+        let without = build_config_map(&OrderPlatform::test()).data.unwrap();
+        assert!(!without.keys().any(|k| k.contains("_URL")));
+        let mut platform = OrderPlatform::test();
+        platform.spec.participants = Some(
+            serde_json::from_value(serde_json::json!({
+                "customerUrl": "http://customers:8080/", "inventoryUrl": "http://inventory:8080/",
+                "paymentUrl": "http://payment:8080/", "timeout": "1500ms", "retries": 3
+            }))
+            .unwrap(),
+        );
+        let data = build_config_map(&platform).data.unwrap();
+        assert_eq!(data["ORDER_SERVICE_PAYMENT_URL"], "http://payment:8080/");
+        assert_eq!(data["ORDER_SERVICE_PARTICIPANT_TIMEOUT"], "1500ms");
+        assert_eq!(data["ORDER_SERVICE_PARTICIPANT_RETRIES"], "3");
+        assert!(
+            !data.contains_key("ORDER_SERVICE_BREAKER_FAILURES"),
+            "defaults stay the service's"
         );
     }
 
