@@ -7,7 +7,8 @@ use order_service::{bench, db, outbox, saga, startup, telemetry, verify};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(&cli.log)?;
+    // Kept to the end of main: dropping it flushes exported spans.
+    let _telemetry = telemetry::init(&cli.log)?;
     match cli.command {
         Command::Serve(config) => {
             let app = startup::Application::build(&config).await?;

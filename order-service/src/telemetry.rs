@@ -1,15 +1,39 @@
-//! Logging: `tracing` with JSON output when not on a terminal.
+//! Logging and tracing: `tracing` with JSON output when not on a terminal; W3C trace context
+//! (`traceparent`) from requests to the saga's participant calls and Kafka headers; spans
+//! exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard
+//! OpenTelemetry variables configure the exporter).
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Flushes exported spans when dropped (at the end of `main`).
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            if let Err(error) = provider.shutdown() {
+                eprintln!("flushing traces failed: {error}");
+            }
+        }
+    }
+}
+
 /// Installs the global subscriber. Logs go to stderr; stdout is left to command output.
-pub fn init(config: &LogConfig) -> anyhow::Result<()> {
+pub fn init(config: &LogConfig) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_new(&config.log_level)
         .map_err(|e| anyhow::anyhow!("invalid log filter {:?}: {e}", config.log_level))?;
     let json = match config.log_format {
@@ -17,43 +41,125 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let registry = tracing_subscriber::registry().with(filter);
-    if json {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()?;
+    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) if !endpoint.trim().is_empty() => Some(otlp_provider()?),
+        _ => None,
+    };
+    // Spans are traced at info whatever the log level: quiet logs must not cut traces.
+    let otel = provider.as_ref().map(|p| {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("order-service"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    let logs = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .try_init()?;
-    }
-    Ok(())
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(otel)
+        .try_init()?;
+    Ok(Telemetry { provider })
 }
 
-/// The W3C `traceparent` the request came with, when it is well-formed
-/// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero).
-pub fn traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
-    let value = headers.get("traceparent")?.to_str().ok()?.trim();
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex = |s: &str, len: usize| {
-        s.len() == len
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    };
-    let valid = parts.len() == 4
-        && hex(parts[0], 2)
-        && parts[0] != "ff"
-        && hex(parts[1], 32)
-        && parts[1].bytes().any(|b| b != b'0')
-        && hex(parts[2], 16)
-        && parts[2].bytes().any(|b| b != b'0')
-        && hex(parts[3], 2);
-    valid.then(|| value.to_owned())
+fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|e| anyhow::anyhow!("configuring the OTLP exporter: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(
+            std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "order-service".into()),
+        )
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// Makes `span` a child of the trace a `traceparent` names (no-op without tracing export).
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    if let Some(value) = traceparent {
+        let carrier = HashMap::from([("traceparent".to_owned(), value.to_owned())]);
+        let parent = TraceContextPropagator::new().extract(&carrier);
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The `traceparent` to send on from within `span`: the span's own context when traces are
+/// recorded, else `fallback` (the incoming one, passed through unchanged).
+pub fn traceparent_of(span: &tracing::Span, fallback: Option<&str>) -> Option<String> {
+    let context = span.context();
+    if context.span().span_context().is_valid() {
+        let mut carrier = HashMap::new();
+        TraceContextPropagator::new().inject_context(&context, &mut carrier);
+        if let Some(value) = carrier.remove("traceparent") {
+            return Some(value);
+        }
+    }
+    fallback.and_then(valid_traceparent)
+}
+
+/// The request's W3C `traceparent` header, when present and well-formed.
+pub fn incoming_traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")?
+        .to_str()
+        .ok()
+        .and_then(valid_traceparent)
+}
+
+/// A `traceparent` the propagator accepts (it checks the format and the ids), normalised.
+fn valid_traceparent(value: &str) -> Option<String> {
+    let carrier = HashMap::from([("traceparent".to_owned(), value.trim().to_owned())]);
+    let context = TraceContextPropagator::new().extract(&carrier);
+    let span = context.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_traceparents_pass() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(valid_traceparent(good).as_deref(), Some(good));
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert_eq!(valid_traceparent(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn without_a_recorded_span_the_incoming_context_passes_through() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let span = tracing::Span::none();
+        assert_eq!(traceparent_of(&span, Some(good)).as_deref(), Some(good));
+        assert_eq!(traceparent_of(&span, None), None);
+    }
 }

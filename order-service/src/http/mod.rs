@@ -82,12 +82,19 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
                                 .get("x-request-id")
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or("");
-                            tracing::info_span!(
+                            let span = tracing::info_span!(
                                 "request",
                                 method = %request.method(),
                                 path = %request.uri().path(),
                                 request_id = %id,
-                            )
+                            );
+                            // A caller's trace continues here (when traces are exported).
+                            crate::telemetry::continue_trace(
+                                &span,
+                                crate::telemetry::incoming_traceparent(request.headers())
+                                    .as_deref(),
+                            );
+                            span
                         })
                         .on_request(())
                         .on_response(DefaultOnResponse::new().level(Level::INFO)),

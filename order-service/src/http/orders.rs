@@ -202,7 +202,10 @@ pub(crate) async fn create_order(
     ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
     let fingerprint = RequestFingerprint::of_json(&body);
-    let traceparent = crate::telemetry::traceparent(&headers);
+    let traceparent = crate::telemetry::traceparent_of(
+        &tracing::Span::current(),
+        crate::telemetry::incoming_traceparent(&headers).as_deref(),
+    );
     let new_order = from_json_value::<CreateOrderRequest>(body)?.parse()?;
 
     let order_id = Uuid::now_v7();

@@ -9,6 +9,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::breaker::{Breaker, BreakerState, Permit};
 use crate::metrics::Metrics;
@@ -159,6 +160,23 @@ impl Participant {
     }
 
     async fn once(&self, call: &Call<'_>) -> Result<Value, CallError> {
+        let span = tracing::info_span!(
+            "participant call",
+            participant = self.name,
+            path = call.path
+        );
+        crate::telemetry::continue_trace(&span, call.traceparent);
+        let traceparent = crate::telemetry::traceparent_of(&span, call.traceparent);
+        self.once_in(call, traceparent.as_deref())
+            .instrument(span)
+            .await
+    }
+
+    async fn once_in(
+        &self,
+        call: &Call<'_>,
+        traceparent: Option<&str>,
+    ) -> Result<Value, CallError> {
         let url = self
             .base
             .join(call.path)
@@ -170,7 +188,7 @@ impl Participant {
             .http
             .request(call.method.clone(), url)
             .header("Idempotency-Key", call.idempotency_key);
-        if let Some(traceparent) = call.traceparent {
+        if let Some(traceparent) = traceparent {
             request = request.header("traceparent", traceparent);
         }
         if let Some(body) = call.body {

@@ -116,22 +116,51 @@ async fn the_happy_path_confirms_with_one_call_per_step_each_with_its_key() {
 #[tokio::test]
 async fn the_outcome_goes_through_the_outbox_as_order_confirmed_with_its_trace() {
     let participants = Participants::start().await;
+    let sinks = crate::helpers::Sinks::fresh();
     let app = spawn_app_with(Options {
         extra_args: participants.args(),
-        sinks: Some(crate::helpers::Sinks::fresh()),
+        sinks: Some(sinks.clone()),
         ..Options::default()
     })
     .await;
-    let id = app.create_order(&sample_order()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let created: Value = app
+        .client
+        .post(app.url("/v1/orders"))
+        .header("idempotency-key", crate::helpers::new_key())
+        .header("traceparent", traceparent)
+        .json(&sample_order())
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = created["id"].as_str().expect("id").to_owned();
     finished(&app, &id).await;
     let events = event_types(&app, &id).await;
     let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(types, ["order.created", "order.confirmed"]);
     assert_eq!(events[1].1["actor"], "saga");
     assert_eq!(events[1].1["previous_status"], "PENDING");
+
+    // On Kafka both carry the trace of the request that created the order.
+    app.relay
+        .as_ref()
+        .expect("relay")
+        .drain()
+        .await
+        .expect("drain");
+    let records = crate::sinks::consume_until(&sinks, Duration::from_secs(30), |r| {
+        crate::sinks::dedupe(r).len() >= 2
+    })
+    .await;
+    for record in &records {
+        assert_eq!(
+            record.headers.get("traceparent").map(String::as_str),
+            Some(traceparent)
+        );
+    }
 }
 
 #[tokio::test]
@@ -586,4 +615,105 @@ async fn sagas_stuck_lists_what_is_not_moving_and_why() {
     let fresh = run("1h").await;
     assert_eq!(fresh.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&fresh.stdout).contains("no saga has been stuck"));
+}
+
+#[tokio::test]
+async fn with_an_otlp_endpoint_spans_are_exported_and_calls_continue_the_callers_trace() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let collector = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&collector)
+        .await;
+    let participants = Participants::start().await;
+    let db = fresh_database().await;
+    let pool = order_service::db::pool(db.clone(), 2, Duration::from_secs(5));
+    order_service::startup::migrate(&pool)
+        .await
+        .expect("migrate");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .args([
+            "--database-url",
+            &crate::helpers::url(&db),
+            "--sinks",
+            "none",
+        ])
+        .args(participants.args())
+        .env("ORDER_SERVICE_LOG", "warn")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.uri())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start order-service");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_until(Duration::from_secs(30), "the service to answer", || {
+        let request = http.get(format!("{base}/livez")).send();
+        async move { request.await.is_ok() }
+    })
+    .await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let created = http
+        .post(format!("{base}/v1/orders"))
+        .header("idempotency-key", crate::helpers::new_key())
+        .header("traceparent", format!("00-{trace_id}-{caller_span}-01"))
+        .json(&sample_order())
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let w = &participants.world;
+    wait_until(SAGA_TIMEOUT, "the payment call", || async {
+        w.authorize.calls() > 0
+    })
+    .await;
+    // The participant sees the caller's trace, with the order service's own span as parent.
+    let sent = w.authorize.traceparents.lock().unwrap()[0].clone();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts.get(1), Some(&trace_id), "{sent}");
+    assert_ne!(
+        parts.get(2),
+        Some(&caller_span),
+        "a span of its own: {sent}"
+    );
+
+    // And the spans reach the collector, in that trace (OTLP/protobuf carries raw id bytes).
+    let id_bytes: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    wait_until(
+        SAGA_TIMEOUT,
+        "spans of the trace at the collector",
+        || async {
+            collector
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r.body.windows(16).any(|w| w == id_bytes.as_slice()))
+        },
+    )
+    .await;
+    let exported = collector.received_requests().await.unwrap_or_default();
+    assert_eq!(
+        exported[0]
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/x-protobuf")
+    );
+    child.start_kill().ok();
+    child.wait().await.ok();
 }
