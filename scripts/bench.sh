@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: a release build of the service on its own database, driven by
 # `order-service bench`. Extra arguments go to the bench (e.g. --clients 32 --duration 20s).
+# With --saga-rate N (e.g. `make bench ARGS="--saga-rate 200 --duration 30s"`) it runs the saga
+# benchmark: the bench serves fake participants answering in 5 ms on BENCH_PARTICIPANTS_ADDR
+# and the service is started pointing at them.
 set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
@@ -29,6 +32,13 @@ sed -e "s/tablePrefix: orders/tablePrefix: $ORDER_SERVICE_TABLE_PREFIX/" \
 
 addr=${BENCH_ADDR:-127.0.0.1:18080}
 log="$ROOT/target/bench/service.log"
+bench_args=("$@")
+if [[ " $* " == *" --saga-rate "* ]]; then
+  participants=${BENCH_PARTICIPANTS_ADDR:-127.0.0.1:18090}
+  export ORDER_SERVICE_CUSTOMER_URL="http://$participants/" ORDER_SERVICE_INVENTORY_URL="http://$participants/" \
+    ORDER_SERVICE_PAYMENT_URL="http://$participants/"
+  bench_args+=(--participants-addr "$participants")
+fi
 ORDER_SERVICE_LOG=warn "$bin" serve --addr "$addr" 2>"$log" &
 service=$!
 on_exit 'kill -TERM "$service" 2>/dev/null && wait "$service"'
@@ -39,4 +49,4 @@ for _ in $(seq 1 100); do
   kill -0 "$service" 2>/dev/null || { cat "$log" >&2; exit 1; }
   sleep 0.1
 done
-"$bin" bench --url "http://$addr" "$@"
+"$bin" bench --url "http://$addr" "${bench_args[@]}"

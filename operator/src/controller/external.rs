@@ -23,10 +23,11 @@ pub const KAFKA_PROPERTIES_KEY: &str = "ORDER_SERVICE_KAFKA_PROPERTIES";
 
 /// Provisioners by connection settings: an SDK client resolves credentials once and an
 /// AdminClient keeps its broker connections, so they are reused across reconciles. Keyed by a
-/// hash of the settings (secrets included), so a rotated Secret gets a new client.
+/// hash of the settings (secrets included), so a rotated Secret gets a new client. Creation
+/// happens under the lock: a burst of first reconciles makes one client, not one each.
 #[derive(Default)]
 pub struct Connections {
-    tables: Mutex<HashMap<String, Arc<TableProvisioner>>>,
+    tables: tokio::sync::Mutex<HashMap<String, Arc<TableProvisioner>>>,
     topics: Mutex<HashMap<String, Arc<TopicProvisioner>>>,
 }
 
@@ -47,13 +48,12 @@ impl Connections {
                 })
                 .unwrap_or_default(),
         ]);
-        if let Some(found) = self.tables.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return found;
+        let mut cache = self.tables.lock().await;
+        if let Some(found) = cache.get(&key) {
+            return found.clone();
         }
         let created = Arc::new(TableProvisioner::connect(target).await);
-        if let Ok(mut map) = self.tables.lock() {
-            map.insert(key, created.clone());
-        }
+        cache.insert(key, created.clone());
         created
     }
 
@@ -71,14 +71,16 @@ impl Connections {
             &format!("{:?}", target.timeout),
             &properties.join(","),
         ]);
-        if let Some(found) = self.topics.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(found);
+        let mut cache = self
+            .topics
+            .lock()
+            .map_err(|_| ("KafkaCallFailed", "the client cache is poisoned".to_owned()))?;
+        if let Some(found) = cache.get(&key) {
+            return Ok(found.clone());
         }
         let created =
             Arc::new(TopicProvisioner::connect(target).map_err(|e| (e.reason(), e.to_string()))?);
-        if let Ok(mut map) = self.topics.lock() {
-            map.insert(key, created.clone());
-        }
+        cache.insert(key, created.clone());
         Ok(created)
     }
 }

@@ -3,6 +3,10 @@
 //!
 //! Figures are printed, never asserted: targets live in `docs/performance.md`.
 
+mod participants;
+mod saga;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +48,18 @@ pub struct BenchConfig {
     /// The service's database, for the relay figures and the direct-SQL phase.
     #[command(flatten)]
     pub database: DatabaseConfig,
+    /// Run the saga benchmark instead: create this many orders per second (open loop) for
+    /// `--duration` against a service with participants, and report confirmations per second
+    /// and the time from create to CONFIRMED.
+    #[arg(long)]
+    pub saga_rate: Option<f64>,
+    /// Serve fake participants on this address during the saga benchmark (point the service's
+    /// ORDER_SERVICE_*_URL here).
+    #[arg(long)]
+    pub participants_addr: Option<SocketAddr>,
+    /// How long each fake participant takes to answer.
+    #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub participant_latency: Duration,
 }
 
 /// Latencies and counts of one phase.
@@ -92,6 +108,9 @@ fn order_body(client: usize, n: u64) -> serde_json::Value {
 }
 
 pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
+    if let Some(rate) = config.saga_rate {
+        return saga::run(&config, rate).await;
+    }
     let base = config.url.trim_end_matches('/').to_owned();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(config.clients)

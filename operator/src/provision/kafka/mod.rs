@@ -57,12 +57,21 @@ pub struct TopicProvisioner {
     admin: Arc<AdminClient<DefaultClientContext>>,
     servers: String,
     timeout: Duration,
+    /// Metadata calls block a thread each: a burst of reconciles would otherwise start one
+    /// blocking thread per platform.
+    metadata_calls: Arc<tokio::sync::Semaphore>,
 }
+
+/// Metadata requests in flight per cluster.
+const METADATA_CONCURRENCY: usize = 4;
 
 impl TopicProvisioner {
     pub fn connect(target: &KafkaTarget) -> Result<Self, ProvisionError> {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &target.bootstrap_servers);
+        // Metadata is asked per topic (not for the whole cluster, which on a shared cluster is
+        // large and read on every reconcile); asking must never create the topic.
+        config.set("allow.auto.create.topics", "false");
         for (key, value) in &target.properties {
             config.set(key, value);
         }
@@ -75,6 +84,7 @@ impl TopicProvisioner {
             admin: Arc::new(admin),
             servers: target.bootstrap_servers.clone(),
             timeout: target.timeout,
+            metadata_calls: Arc::new(tokio::sync::Semaphore::new(METADATA_CONCURRENCY)),
         })
     }
 
@@ -117,34 +127,41 @@ impl TopicProvisioner {
         names: impl IntoIterator<Item = &'a str>,
     ) -> Result<HashMap<String, Option<ObservedTopic>>, ProvisionError> {
         let names: Vec<&str> = names.into_iter().collect();
-        // Metadata is a blocking librdkafka call: off the async workers.
-        let admin = self.admin.clone();
-        let timeout = self.timeout;
-        let servers = self.servers.clone();
-        let shapes: HashMap<String, (i32, i32)> =
-            bounded("Kafka", "Metadata", timeout, async move {
+        let mut shapes: HashMap<String, (i32, i32)> = HashMap::new();
+        for name in &names {
+            // Metadata is a blocking librdkafka call: off the async workers.
+            let admin = self.admin.clone();
+            let timeout = self.timeout;
+            let servers = self.servers.clone();
+            let topic = (*name).to_owned();
+            let calls = self.metadata_calls.clone();
+            // A little under the outer bound, so librdkafka's own error (naming the brokers and
+            // the cause) wins over the bare timeout.
+            let inner = timeout.mul_f64(0.9);
+            let shape = bounded("Kafka", "Metadata", timeout, async move {
+                let _slot = calls.acquire_owned().await;
                 tokio::task::spawn_blocking(move || {
                     let metadata = admin
                         .inner()
-                        .fetch_metadata(None, timeout)
+                        .fetch_metadata(Some(&topic), inner)
                         .map_err(|e| kafka_error("Metadata", &servers, e.to_string()))?;
                     Ok(metadata
                         .topics()
                         .iter()
-                        .filter(|t| t.error().is_none())
+                        .find(|t| t.name() == topic && t.error().is_none())
                         .map(|t| {
                             let replicas = t.partitions().first().map_or(0, |p| p.replicas().len());
-                            (
-                                t.name().to_owned(),
-                                (t.partitions().len() as i32, replicas as i32),
-                            )
-                        })
-                        .collect())
+                            (t.partitions().len() as i32, replicas as i32)
+                        }))
                 })
                 .await
                 .map_err(|e| kafka_error("Metadata", "cluster", e.to_string()))?
             })
             .await?;
+            if let Some(shape) = shape {
+                shapes.insert((*name).to_owned(), shape);
+            }
+        }
 
         let existing: Vec<&str> = names
             .iter()
