@@ -120,9 +120,15 @@ pub fn incoming_traceparent(headers: &axum::http::HeaderMap) -> Option<String> {
         .and_then(valid_traceparent)
 }
 
-/// A `traceparent` the propagator accepts (it checks the format and the ids), normalised.
+/// A `traceparent` of the W3C form the propagator accepts (it checks the ids and flags but
+/// parses hex leniently, so the field widths are checked here), normalised.
 fn valid_traceparent(value: &str) -> Option<String> {
-    let carrier = HashMap::from([("traceparent".to_owned(), value.trim().to_owned())]);
+    let value = value.trim();
+    let widths: Vec<usize> = value.split('-').map(str::len).collect();
+    if widths != [2, 32, 16, 2] {
+        return None;
+    }
+    let carrier = HashMap::from([("traceparent".to_owned(), value.to_owned())]);
     let context = TraceContextPropagator::new().extract(&carrier);
     let span = context.span();
     let span_context = span.span_context();

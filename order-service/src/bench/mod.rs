@@ -112,15 +112,7 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         return saga::run(&config, rate).await;
     }
     let base = config.url.trim_end_matches('/').to_owned();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(config.clients)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    http.get(format!("{base}/readyz"))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .with_context(|| format!("the service at {base} is not ready"))?;
+    let http = ready_client(&base, config.clients).await?;
     let pool = db::pool(
         config.database.database_url.clone(),
         config.clients as u32,
@@ -152,6 +144,20 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     );
     pool.close().await;
     Ok(())
+}
+
+/// An HTTP client for the service at `base`, once it reports ready.
+async fn ready_client(base: &str, idle_connections: usize) -> anyhow::Result<reqwest::Client> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(idle_connections)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    http.get(format!("{base}/readyz"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .with_context(|| format!("the service at {base} is not ready"))?;
+    Ok(http)
 }
 
 /// Runs `clients` copies of `step` until the phase ends; each step returns its outcome.

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 
@@ -23,15 +22,7 @@ pub async fn run(config: &BenchConfig, rate: f64) -> anyhow::Result<()> {
         });
     }
     let base = config.url.trim_end_matches('/').to_owned();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    http.get(format!("{base}/readyz"))
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .with_context(|| format!("the service at {base} is not ready"))?;
+    let http = super::ready_client(&base, 256).await?;
     let pool = db::pool(
         config.database.database_url.clone(),
         4,

@@ -44,50 +44,72 @@ pub struct SagaView {
     pub updated_at: DateTime<Utc>,
 }
 
-type Raw = (
-    Uuid,
-    String,
-    String,
-    i32,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    DateTime<Utc>,
-);
-
-fn decode(raw: Raw) -> Result<SagaRow, sqlx::Error> {
-    let (
-        order_id,
-        state,
-        step,
-        attempts,
-        cancel_reason,
-        reservation_id,
-        authorization_id,
-        traceparent,
-        created_at,
-    ) = raw;
-    Ok(SagaRow {
-        order_id,
-        state: SagaState::parse(&state).ok_or_else(|| corrupt(order_id, &state))?,
-        step: Step::parse(&step).ok_or_else(|| corrupt(order_id, &step))?,
-        attempts,
-        progress: Progress {
-            reservation_id,
-            authorization_id,
-        },
-        cancel_reason,
-        traceparent,
-        created_at,
-    })
+/// Every column of a `sagas` row; decoded into what the workers or the readers need.
+#[derive(sqlx::FromRow)]
+struct Record {
+    order_id: Uuid,
+    state: String,
+    step: String,
+    attempts: i32,
+    next_attempt_at: DateTime<Utc>,
+    step_since: DateTime<Utc>,
+    last_error: Option<String>,
+    cancel_reason: Option<String>,
+    reservation_id: Option<String>,
+    authorization_id: Option<String>,
+    traceparent: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
 }
 
-fn corrupt(order_id: Uuid, value: &str) -> sqlx::Error {
-    sqlx::Error::Decode(format!("saga {order_id}: unknown state or step `{value}`").into())
-}
+const COLUMNS: &str = "order_id, state, step, attempts, next_attempt_at, step_since, last_error, \
+     cancel_reason, reservation_id, authorization_id, traceparent, created_at, updated_at";
 
-const COLUMNS: &str = "order_id, state, step, attempts, cancel_reason, reservation_id, authorization_id, traceparent, created_at";
+impl Record {
+    fn state_and_step(&self) -> Result<(SagaState, Step), sqlx::Error> {
+        let corrupt = |value: &str| {
+            sqlx::Error::Decode(
+                format!("saga {}: unknown state or step `{value}`", self.order_id).into(),
+            )
+        };
+        Ok((
+            SagaState::parse(&self.state).ok_or_else(|| corrupt(&self.state))?,
+            Step::parse(&self.step).ok_or_else(|| corrupt(&self.step))?,
+        ))
+    }
+
+    fn row(self) -> Result<SagaRow, sqlx::Error> {
+        let (state, step) = self.state_and_step()?;
+        Ok(SagaRow {
+            order_id: self.order_id,
+            state,
+            step,
+            attempts: self.attempts,
+            progress: Progress {
+                reservation_id: self.reservation_id,
+                authorization_id: self.authorization_id,
+            },
+            cancel_reason: self.cancel_reason,
+            traceparent: self.traceparent,
+            created_at: self.created_at,
+        })
+    }
+
+    fn view(self) -> Result<SagaView, sqlx::Error> {
+        let (state, step) = self.state_and_step()?;
+        Ok(SagaView {
+            order_id: self.order_id,
+            state,
+            step,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            step_since: self.step_since,
+            last_error: self.last_error,
+            cancel_reason: self.cancel_reason,
+            updated_at: self.updated_at,
+        })
+    }
+}
 
 /// Starts the saga of a new order (in the order's own transaction).
 pub async fn insert(
@@ -113,7 +135,7 @@ pub async fn claim(
     lease: Duration,
     limit: i64,
 ) -> Result<Vec<SagaRow>, sqlx::Error> {
-    let rows: Vec<Raw> = sqlx::query_as(&format!(
+    let rows: Vec<Record> = sqlx::query_as(&format!(
         "UPDATE sagas SET claimed_by = $1, claimed_until = now() + make_interval(secs => $2)
          WHERE order_id IN (
              SELECT order_id FROM sagas
@@ -129,7 +151,7 @@ pub async fn claim(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.into_iter().map(decode).collect()
+    rows.into_iter().map(Record::row).collect()
 }
 
 /// Locks a saga this worker holds (for the order service's own steps, which change the order
@@ -139,14 +161,14 @@ pub async fn lock_claimed(
     order_id: Uuid,
     worker: Uuid,
 ) -> Result<Option<SagaRow>, sqlx::Error> {
-    let row: Option<Raw> = sqlx::query_as(&format!(
+    let row: Option<Record> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM sagas WHERE order_id = $1 AND claimed_by = $2 FOR UPDATE"
     ))
     .bind(order_id)
     .bind(worker)
     .fetch_optional(conn)
     .await?;
-    row.map(decode).transpose()
+    row.map(Record::row).transpose()
 }
 
 /// What one step changed.
@@ -194,54 +216,13 @@ pub async fn record(
     Ok(result.rows_affected() == 1)
 }
 
-type ViewRaw = (
-    Uuid,
-    String,
-    String,
-    i32,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    Option<String>,
-    Option<String>,
-    DateTime<Utc>,
-);
-
-fn view(raw: ViewRaw) -> Result<SagaView, sqlx::Error> {
-    let (
-        order_id,
-        state,
-        step,
-        attempts,
-        next_attempt_at,
-        step_since,
-        last_error,
-        cancel_reason,
-        updated_at,
-    ) = raw;
-    Ok(SagaView {
-        order_id,
-        state: SagaState::parse(&state).ok_or_else(|| corrupt(order_id, &state))?,
-        step: Step::parse(&step).ok_or_else(|| corrupt(order_id, &step))?,
-        attempts,
-        next_attempt_at,
-        step_since,
-        last_error,
-        cancel_reason,
-        updated_at,
-    })
-}
-
-const VIEW_COLUMNS: &str =
-    "order_id, state, step, attempts, next_attempt_at, step_since, last_error, cancel_reason, updated_at";
-
 pub async fn get(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<SagaView>, sqlx::Error> {
-    let row: Option<ViewRaw> = sqlx::query_as(&format!(
-        "SELECT {VIEW_COLUMNS} FROM sagas WHERE order_id = $1"
-    ))
-    .bind(order_id)
-    .fetch_optional(conn)
-    .await?;
-    row.map(view).transpose()
+    let row: Option<Record> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM sagas WHERE order_id = $1"))
+            .bind(order_id)
+            .fetch_optional(conn)
+            .await?;
+    row.map(Record::view).transpose()
 }
 
 /// Unfinished sagas that have been at the same step for `older_than`, oldest first (retries
@@ -251,8 +232,8 @@ pub async fn stuck(
     older_than: Duration,
     limit: i64,
 ) -> Result<Vec<SagaView>, sqlx::Error> {
-    let rows: Vec<ViewRaw> = sqlx::query_as(&format!(
-        "SELECT {VIEW_COLUMNS} FROM sagas
+    let rows: Vec<Record> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM sagas
          WHERE state IN ('RUNNING', 'COMPENSATING') AND step_since < now() - make_interval(secs => $1)
          ORDER BY step_since LIMIT $2"
     ))
@@ -260,7 +241,7 @@ pub async fn stuck(
     .bind(limit)
     .fetch_all(conn)
     .await?;
-    rows.into_iter().map(view).collect()
+    rows.into_iter().map(Record::view).collect()
 }
 
 /// Whether the order has a saga that has not finished (the status API then leaves

@@ -134,13 +134,12 @@ impl TableProvisioner {
 
     /// What exists under `name`, or `None`.
     pub async fn observe(&self, name: &str) -> Result<Option<ObservedTable>, ProvisionError> {
-        let described = bounded("DynamoDB", "DescribeTable", self.timeout, async {
-            match self.client.describe_table().table_name(name).send().await {
-                Ok(out) => Ok(out.table),
-                Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(None),
-                Err(e) => Err(failed("DescribeTable", name, &e)),
-            }
-        })
+        let described = bounded(
+            "DynamoDB",
+            "DescribeTable",
+            self.timeout,
+            self.describe_table(name),
+        )
         .await?;
         let Some(table) = described else {
             return Ok(None);
@@ -300,17 +299,15 @@ impl TableProvisioner {
                 .await?;
             }
             TableAction::Tag { tags } => {
-                let arn = bounded("DynamoDB", "DescribeTable", self.timeout, async {
-                    let out = self
-                        .client
-                        .describe_table()
-                        .table_name(name)
-                        .send()
-                        .await
-                        .map_err(|e| failed("DescribeTable", name, &e))?;
-                    Ok(out.table.and_then(|t| t.table_arn).unwrap_or_default())
-                })
-                .await?;
+                let arn = bounded(
+                    "DynamoDB",
+                    "DescribeTable",
+                    self.timeout,
+                    self.describe_table(name),
+                )
+                .await?
+                .and_then(|t| t.table_arn)
+                .unwrap_or_default();
                 let tags = tags
                     .iter()
                     .map(|(k, v)| Tag::builder().key(k).value(v).build())
@@ -396,20 +393,26 @@ impl TableProvisioner {
         .await
     }
 
+    /// DescribeTable; `None` when there is no such table. Callers bound it.
+    async fn describe_table(
+        &self,
+        name: &str,
+    ) -> Result<Option<aws_sdk_dynamodb::types::TableDescription>, ProvisionError> {
+        match self.client.describe_table().table_name(name).send().await {
+            Ok(out) => Ok(out.table),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(failed("DescribeTable", name, &e)),
+        }
+    }
+
     /// Polls until the table is ACTIVE, for at most the call timeout.
     async fn wait_active(&self, name: &str) -> Result<(), ProvisionError> {
         bounded("DynamoDB", "wait for ACTIVE", self.timeout, async {
             let mut delay = Duration::from_millis(100);
             loop {
-                let out = self
-                    .client
-                    .describe_table()
-                    .table_name(name)
-                    .send()
-                    .await
-                    .map_err(|e| failed("DescribeTable", name, &e))?;
-                if out
-                    .table()
+                let table = self.describe_table(name).await?;
+                if table
+                    .as_ref()
                     .and_then(|t| t.table_status())
                     .map(|s| s.as_str())
                     == Some("ACTIVE")

@@ -228,39 +228,19 @@ impl TopicProvisioner {
                 for (k, v) in config {
                     topic = topic.set(k, v);
                 }
-                let results = bounded("Kafka", "CreateTopics", self.timeout, async {
-                    self.admin
-                        .create_topics([&topic], &options)
-                        .await
-                        .map_err(|e| kafka_error("CreateTopics", name, e.to_string()))
-                })
-                .await?;
-                check(
-                    results
-                        .into_iter()
-                        .map(|r| r.map(|_| ()).map_err(|(_, c)| c)),
+                let fine = [RDKafkaErrorCode::TopicAlreadyExists];
+                self.admin_call(
                     "CreateTopics",
                     name,
-                    &[RDKafkaErrorCode::TopicAlreadyExists],
+                    &fine,
+                    self.admin.create_topics([&topic], &options),
                 )
+                .await
             }
             TopicAction::AddPartitions { to, .. } => {
                 let partitions = NewPartitions::new(name, *to as usize);
-                let results = bounded("Kafka", "CreatePartitions", self.timeout, async {
-                    self.admin
-                        .create_partitions([&partitions], &options)
-                        .await
-                        .map_err(|e| kafka_error("CreatePartitions", name, e.to_string()))
-                })
-                .await?;
-                check(
-                    results
-                        .into_iter()
-                        .map(|r| r.map(|_| ()).map_err(|(_, c)| c)),
-                    "CreatePartitions",
-                    name,
-                    &[],
-                )
+                let call = self.admin.create_partitions([&partitions], &options);
+                self.admin_call("CreatePartitions", name, &[], call).await
             }
             TopicAction::SetConfig { config, .. } => {
                 // AlterConfigs (not the incremental kind, which rdkafka does not wrap) replaces
@@ -270,58 +250,41 @@ impl TopicProvisioner {
                 for (k, v) in config {
                     alter = alter.set(k, v);
                 }
-                let results = bounded("Kafka", "AlterConfigs", self.timeout, async {
-                    self.admin
-                        .alter_configs([&alter], &options)
-                        .await
-                        .map_err(|e| kafka_error("AlterConfigs", name, e.to_string()))
-                })
-                .await?;
-                check(
-                    results
-                        .into_iter()
-                        .map(|r| r.map(|_| ()).map_err(|(_, c)| c)),
-                    "AlterConfigs",
-                    name,
-                    &[],
-                )
+                let call = self.admin.alter_configs([&alter], &options);
+                self.admin_call("AlterConfigs", name, &[], call).await
             }
             TopicAction::Delete => {
-                let results = bounded("Kafka", "DeleteTopics", self.timeout, async {
-                    self.admin
-                        .delete_topics(&[name], &options)
-                        .await
-                        .map_err(|e| kafka_error("DeleteTopics", name, e.to_string()))
-                })
-                .await?;
-                check(
-                    results
-                        .into_iter()
-                        .map(|r| r.map(|_| ()).map_err(|(_, c)| c)),
-                    "DeleteTopics",
-                    name,
-                    &[RDKafkaErrorCode::UnknownTopicOrPartition],
-                )
+                let fine = [RDKafkaErrorCode::UnknownTopicOrPartition];
+                let call = self.admin.delete_topics(&[name], &options);
+                self.admin_call("DeleteTopics", name, &fine, call).await
             }
         }
     }
-}
 
-/// Per-topic results of an admin call: an error is a failure unless it is in `fine`.
-fn check(
-    results: impl Iterator<Item = Result<(), RDKafkaErrorCode>>,
-    operation: &'static str,
-    name: &str,
-    fine: &[RDKafkaErrorCode],
-) -> Result<(), ProvisionError> {
-    for result in results {
-        if let Err(code) = result {
-            if !fine.contains(&code) {
-                return Err(kafka_error(operation, name, code.to_string()));
+    /// One admin call within the call bound; a per-topic error fails it unless it is in `fine`.
+    async fn admin_call<T, R>(
+        &self,
+        operation: &'static str,
+        name: &str,
+        fine: &[RDKafkaErrorCode],
+        call: impl std::future::Future<
+            Output = rdkafka::error::KafkaResult<Vec<Result<T, (R, RDKafkaErrorCode)>>>,
+        >,
+    ) -> Result<(), ProvisionError> {
+        let results = bounded("Kafka", operation, self.timeout, async {
+            call.await
+                .map_err(|e| kafka_error(operation, name, e.to_string()))
+        })
+        .await?;
+        for result in results {
+            if let Err((_, code)) = result {
+                if !fine.contains(&code) {
+                    return Err(kafka_error(operation, name, code.to_string()));
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn kafka_error(operation: &'static str, resource: &str, message: String) -> ProvisionError {
