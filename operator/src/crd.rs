@@ -389,15 +389,15 @@ fn default_replication() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantsSpec {
     /// Customer service base URL, e.g. `http://customers.shop.svc:8080/`.
-    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("participant URLs must start with http:// or https://"))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://')").message("participant URLs must start with http:// (the service calls them without TLS; use a mesh for mTLS)"))]
     #[schemars(length(max = 2048))]
     pub customer_url: String,
     /// Inventory service base URL.
-    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("participant URLs must start with http:// or https://"))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://')").message("participant URLs must start with http:// (the service calls them without TLS; use a mesh for mTLS)"))]
     #[schemars(length(max = 2048))]
     pub inventory_url: String,
     /// Payment service base URL.
-    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("participant URLs must start with http:// or https://"))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://')").message("participant URLs must start with http:// (the service calls them without TLS; use a mesh for mTLS)"))]
     #[schemars(length(max = 2048))]
     pub payment_url: String,
     /// Bound on one call, e.g. `2s` (default).

@@ -62,13 +62,18 @@ pub struct Participant {
 }
 
 impl Participant {
-    pub fn new(name: &'static str, base: Url, policy: CallPolicy, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        name: &'static str,
+        base: Url,
+        policy: CallPolicy,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(policy.timeout)
             .connect_timeout(policy.timeout)
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self {
+            .map_err(|e| anyhow::anyhow!("the HTTP client for the {name} service: {e}"))?;
+        Ok(Self {
             name,
             base,
             breaker: Mutex::new(Breaker::new(
@@ -79,7 +84,7 @@ impl Participant {
             http,
             policy,
             metrics,
-        }
+        })
     }
 
     pub fn name(&self) -> &'static str {
@@ -206,7 +211,7 @@ impl Participant {
                 self.metrics
                     .participant_call(self.name, kind, started.elapsed());
                 return Err(CallError::Unavailable {
-                    error: format!("{}: {kind}: {e}", self.name),
+                    error: format!("{}: {kind}: {}", self.name, chain(&e)),
                     retry_after: None,
                 });
             }
@@ -244,6 +249,18 @@ impl Participant {
             body,
         })
     }
+}
+
+/// An error with its causes (reqwest's own message rarely says what went wrong).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from services and ignored).

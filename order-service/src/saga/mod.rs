@@ -30,8 +30,8 @@ use crate::metrics::Metrics;
 /// status API drives the lifecycle alone.
 #[derive(Debug, Clone, Args)]
 pub struct SagaConfig {
-    /// Customer service base URL, e.g. `http://customers:8080/`. With the inventory and payment
-    /// URLs it turns the saga on.
+    /// Customer service base URL, e.g. `http://customers:8080/` (plain HTTP: in-cluster, with a
+    /// mesh for mTLS). With the inventory and payment URLs it turns the saga on.
     #[arg(long, env = "ORDER_SERVICE_CUSTOMER_URL", value_parser = parse_base_url)]
     pub customer_url: Option<Url>,
     /// Inventory service base URL.
@@ -95,8 +95,12 @@ pub struct SagaConfig {
 
 fn parse_base_url(value: &str) -> Result<Url, String> {
     let mut url = Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err("must be an http:// or https:// URL".into());
+    if url.scheme() != "http" {
+        return Err(
+            "must be an http:// URL (this build calls participants without TLS: inside the \
+             cluster, with a service mesh for mTLS)"
+                .into(),
+        );
     }
     // Paths are joined onto it: without the trailing slash the last segment would be replaced.
     if !url.path().ends_with('/') {
@@ -125,9 +129,9 @@ impl SagaConfig {
                     Participant::new(name, url.clone(), policy.clone(), metrics.clone())
                 };
                 Ok(Some(Participants {
-                    customer: make("customer", customer),
-                    inventory: make("inventory", inventory),
-                    payment: make("payment", payment),
+                    customer: make("customer", customer)?,
+                    inventory: make("inventory", inventory)?,
+                    payment: make("payment", payment)?,
                 }))
             }
             _ => anyhow::bail!(
@@ -151,6 +155,9 @@ mod tests {
             "http://inventory:8080/api/"
         );
         assert!(parse_base_url("ftp://x").is_err());
+        assert!(parse_base_url("https://payments/")
+            .unwrap_err()
+            .contains("without TLS"));
         assert!(parse_base_url("not a url").is_err());
     }
 }
