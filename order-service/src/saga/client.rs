@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::breaker::{Breaker, BreakerState, Permit};
+use crate::http::error::error_chain;
 use crate::metrics::Metrics;
 
 /// How calls to one participant behave.
@@ -211,7 +212,8 @@ impl Participant {
                 self.metrics
                     .participant_call(self.name, kind, started.elapsed());
                 return Err(CallError::Unavailable {
-                    error: format!("{}: {kind}: {}", self.name, chain(&e)),
+                    // With its causes: reqwest's own message rarely says what went wrong.
+                    error: format!("{}: {kind}: {}", self.name, error_chain(&e)),
                     retry_after: None,
                 });
             }
@@ -249,18 +251,6 @@ impl Participant {
             body,
         })
     }
-}
-
-/// An error with its causes (reqwest's own message rarely says what went wrong).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from services and ignored).
