@@ -111,20 +111,23 @@ impl Record {
     }
 }
 
-/// Starts the saga of a new order (in the order's own transaction).
+/// Starts the saga of a new order (in the order's own transaction); returns it as shown.
 pub async fn insert(
     conn: &mut PgConnection,
     order_id: Uuid,
     traceparent: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO sagas (order_id, state, step, traceparent) VALUES ($1, $2, $3, $4)")
-        .bind(order_id)
-        .bind(SagaState::Running.as_str())
-        .bind(Step::ValidateCustomer.as_str())
-        .bind(traceparent)
-        .execute(conn)
-        .await
-        .map(|_| ())
+) -> Result<SagaView, sqlx::Error> {
+    let record: Record = sqlx::query_as(&format!(
+        "INSERT INTO sagas (order_id, state, step, traceparent) VALUES ($1, $2, $3, $4)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(order_id)
+    .bind(SagaState::Running.as_str())
+    .bind(Step::ValidateCustomer.as_str())
+    .bind(traceparent)
+    .fetch_one(conn)
+    .await?;
+    record.view()
 }
 
 /// Claims up to `limit` due sagas for `worker` until the lease ends. A saga whose worker died
@@ -253,11 +256,4 @@ pub async fn is_active(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, 
     .bind(order_id)
     .fetch_one(conn)
     .await
-}
-
-/// How many sagas are in each state (metrics at scrape time).
-pub async fn counts(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT state, count(*) FROM sagas WHERE state IN ('RUNNING', 'COMPENSATING') GROUP BY state")
-        .fetch_all(conn)
-        .await
 }

@@ -215,19 +215,15 @@ pub(crate) async fn create_order(
         let event =
             EventEnvelope::order_created(&order, request_id).with_traceparent(traceparent.clone());
         db::outbox::insert(&mut tx, &event, &state.sinks).await?;
-        if state.saga.is_some() {
-            db::sagas::insert(&mut tx, order.id, traceparent.as_deref()).await?;
-        }
-        tx.commit().await?;
-        tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order created");
-        let saga = match &state.saga {
-            Some(wake) => {
-                wake.notify_one();
-                let mut conn = state.pool.acquire().await?;
-                db::sagas::get(&mut conn, order.id).await?
-            }
+        let saga = match state.saga {
+            Some(_) => Some(db::sagas::insert(&mut tx, order.id, traceparent.as_deref()).await?),
             None => None,
         };
+        tx.commit().await?;
+        tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order created");
+        if let Some(wake) = &state.saga {
+            wake.notify_one();
+        }
         return Ok(OrderResponse {
             status: StatusCode::CREATED,
             order,

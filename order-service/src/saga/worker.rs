@@ -58,10 +58,6 @@ impl SagaRunner {
         self.wake.clone()
     }
 
-    pub fn participants(&self) -> &Participants {
-        &self.participants
-    }
-
     /// Claims what is due (as many as there are free slots) and drives each claimed saga as far
     /// as it goes now, concurrently. Returns how many sagas were claimed. Tests call this to
     /// step the sagas explicitly; `run` calls it in a loop.
@@ -125,15 +121,16 @@ impl SagaRunner {
 
     /// Runs one saga's steps until it finishes, must wait, or this worker lost it.
     async fn drive(&self, mut saga: SagaRow) -> Result<(), sqlx::Error> {
+        // What the participants are sent (items, total, customer) never changes: read it once.
+        let mut conn = self.pool.acquire().await?;
+        let Some(order) = db::orders::get(&mut conn, saga.order_id).await? else {
+            return Ok(());
+        };
+        drop(conn);
         loop {
             if saga.state.is_finished() || saga.step == Step::Done {
                 return Ok(());
             }
-            let mut conn = self.pool.acquire().await?;
-            let Some(order) = db::orders::get(&mut conn, saga.order_id).await? else {
-                return Ok(());
-            };
-            drop(conn);
             let step = saga.step;
             let mut outcome = match step {
                 Step::ConfirmOrder | Step::CancelOrder => {
