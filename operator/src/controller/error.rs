@@ -45,15 +45,3 @@ impl Error {
         }
     }
 }
-
-/// The whole `source()` chain on one line, for logs and Event notes.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

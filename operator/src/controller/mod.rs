@@ -23,7 +23,8 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{predicates, reflector, watcher, Controller, Predicate, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 
-pub use error::{error_chain, Error};
+pub use crate::provision::error_chain;
+pub use error::Error;
 pub use reconcile::{reconcile, FIELD_MANAGER, FINALIZER};
 
 use crate::crd::OrderPlatform;

@@ -44,6 +44,18 @@ impl ProvisionError {
     }
 }
 
+/// The whole `source()` chain on one line, for logs, Event notes and conditions.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Bounds a call: every call the provisioners make goes through this, so an endpoint that
 /// accepts connections but never answers cannot hang a reconcile or the CLI.
 pub async fn bounded<T>(

@@ -18,7 +18,7 @@ pub mod migrations;
 use serde::Serialize;
 
 pub use desired::Desired;
-pub use error::ProvisionError;
+pub use error::{error_chain, ProvisionError};
 
 /// A change the provisioner will not make, with a stable CamelCase reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -450,16 +450,7 @@ where
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_owned(),
         // Transport errors: the chain of causes reads well; the SDK's Debug form does not.
-        _ => {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
-        }
+        _ => crate::provision::error_chain(error),
     }
 }
 
