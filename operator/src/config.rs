@@ -75,6 +75,13 @@ pub struct RunConfig {
     /// Bound on each DynamoDB and Kafka call (retries included).
     #[arg(long, env = "ORDER_OPERATOR_PROVISION_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub provision_timeout: Duration,
+    /// With `deletionPolicy: Delete`, how long after a platform's deletion the operator keeps
+    /// retrying to delete its tables and topics (say, while a credentials Secret is missing)
+    /// before it releases the platform anyway, leaving them behind with a Warning Event that
+    /// names them. The annotation `platform.orders.dev/abandon-external: "true"` releases it
+    /// at once.
+    #[arg(long, env = "ORDER_OPERATOR_CLEANUP_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub cleanup_timeout: Duration,
 }
 
 #[cfg(test)]

@@ -275,6 +275,12 @@ pub struct DynamoDbSpec {
     #[serde(default = "default_retention")]
     #[x_kube(validation = Rule::new("self >= 1").message("historyRetentionDays must be at least 1"))]
     pub history_retention_days: i32,
+    /// Adopt existing tables that no OrderPlatform owns (no `orders.dev/owner` tag) and that
+    /// have the service's key schema: they are tagged as this platform's, shown as `Adopted` in
+    /// the status, and deleted with it under `deletionPolicy: Delete`. Off by default: such a
+    /// table is refused with `AdoptionRequired`. Another platform's table is never adopted.
+    #[serde(default)]
+    pub adopt_existing: bool,
 }
 
 fn default_region() -> String {
@@ -345,6 +351,13 @@ pub struct KafkaSpec {
     /// given to the service as environment and used by the operator's admin client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_secret_ref: Option<String>,
+    /// Adopt listed topics that exist but that this platform did not create: their partitions
+    /// and config are then kept in shape, they are shown as `Adopted` in the status, and
+    /// deleted with the platform under `deletionPolicy: Delete`. Off by default: such a topic is
+    /// refused with `AdoptionRequired`. A topic another OrderPlatform (older) names is refused
+    /// with `ResourceConflict` either way.
+    #[serde(default)]
+    pub adopt_existing: bool,
 }
 
 fn default_events_topic() -> String {
@@ -471,6 +484,11 @@ pub struct ExternalResourceStatus {
     /// Why it is not `Ready`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// `Created` (this platform created it) or `Adopted` (it existed and the spec adopted
+    /// it): only such a resource is deleted under `deletionPolicy: Delete`. Unset when the
+    /// platform does not hold it (refused). For topics this is the only record of ownership.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 #[cfg(test)]

@@ -95,7 +95,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             metrics.clone(),
             config.resync,
         )
-        .with_provision_timeout(config.provision_timeout),
+        .with_provision_timeout(config.provision_timeout)
+        .with_cleanup_timeout(config.cleanup_timeout),
     );
     controller::run(ctx, config.watch_namespace.clone(), trigger).await;
     watcher.abort();

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{ApplyArgs, Outcome, Output, PlanArgs, TargetArgs};
 use crate::crd::OrderPlatform;
+use crate::provision::desired::recorded_origins;
 use crate::provision::dynamodb::{DynamoDbTarget, TablePlan, TableProvisioner};
 use crate::provision::kafka::{parse_properties, KafkaTarget, TopicPlan, TopicProvisioner};
 use crate::provision::migrations::{MigrationPlan, SchemaProvisioner};
@@ -204,8 +205,26 @@ async fn targets(args: &TargetArgs) -> anyhow::Result<Targets> {
 }
 
 async fn compute(t: &Targets) -> Result<PlatformPlan, ProvisionError> {
-    let tables = t.tables.plan(&t.desired.tables, Intent::Present).await?;
-    let topics = t.topics.plan(&t.desired.topics, Intent::Present).await?;
+    // Without a cluster, the only ownership records are a status in the file (as `kubectl get
+    // -o yaml` prints it) and the tables' tags.
+    let recorded = recorded_origins(t.platform.status.as_ref());
+    let origin = |name: &str| recorded.get(name).copied();
+    let tables = t
+        .tables
+        .plan(&t.desired.tables, origin, Intent::Present)
+        .await?;
+    let topics = t
+        .topics
+        .plan(&t.desired.topics, origin, Intent::Present)
+        .await?;
+    let mut notes = t.notes.clone();
+    let unrecorded_topic = topics
+        .iter()
+        .flat_map(|p| &p.refusals)
+        .any(|r| r.reason == "AdoptionRequired");
+    if unrecorded_topic && t.platform.status.is_none() {
+        notes.push("a topic carries no owner tag, and without a cluster nothing records that this file created it: a file applied more than once needs kafka.adoptExisting: true".into());
+    }
     let postgres = match &t.schema {
         Some(schema) => Some(schema.plan().await?),
         None => None,
@@ -221,7 +240,7 @@ async fn compute(t: &Targets) -> Result<PlatformPlan, ProvisionError> {
         t.kafka.clone(),
         topics,
         postgres,
-        t.notes.clone(),
+        notes,
     ))
 }
 

@@ -28,11 +28,25 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the OrderPlatform has no namespace")]
     MissingNamespace,
-    #[error("deleting tables and topics (deletionPolicy Delete): {0}")]
-    Cleanup(String),
+    #[error("deleting tables and topics (deletionPolicy Delete): {message}")]
+    Cleanup {
+        /// The failed call's own reason (`CredentialsUnavailable`, `DynamoDbCallFailed`, ...).
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl Error {
+    /// The finalizer helper wraps what `apply` and `cleanup` returned: unwrap it, so each
+    /// failure keeps its own reason (metric label, log) rather than all being `FinalizerFailed`.
+    pub fn from_finalizer(error: kube::runtime::finalizer::Error<Error>) -> Self {
+        use kube::runtime::finalizer::Error as Finalizer;
+        match error {
+            Finalizer::ApplyFailed(inner) | Finalizer::CleanupFailed(inner) => inner,
+            other => Self::Finalizer(Box::new(other)),
+        }
+    }
+
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Apply { .. } => "ApplyFailed",
@@ -41,7 +55,7 @@ impl Error {
             Self::Status(_) => "StatusUpdateFailed",
             Self::Finalizer(_) => "FinalizerFailed",
             Self::MissingNamespace => "MissingNamespace",
-            Self::Cleanup(_) => "CleanupFailed",
+            Self::Cleanup { reason, .. } => reason,
         }
     }
 }

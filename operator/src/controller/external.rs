@@ -3,32 +3,58 @@
 //! outcomes mean for conditions is decided in `status.rs`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use super::status::ResourceOutcome;
-use super::Context;
+use super::{claims, error_chain, Context};
 use crate::crd::OrderPlatform;
+use crate::provision::desired::recorded_origins;
 use crate::provision::dynamodb::{
-    DesiredTable, DynamoDbTarget, StaticCredentials, TableAction, TableProvisioner,
+    plan_table, DesiredTable, DynamoDbTarget, StaticCredentials, TableAction, TablePlan,
+    TableProvisioner,
 };
-use crate::provision::kafka::{parse_properties, KafkaTarget, TopicProvisioner};
-use crate::provision::{Desired, Intent};
+use crate::provision::kafka::{
+    parse_properties, plan_topic, DesiredTopic, KafkaTarget, TopicPlan, TopicProvisioner,
+};
+use crate::provision::{Desired, Intent, Origin, Refusal};
 
 /// The key of the spec's Kafka security Secret.
 pub const KAFKA_PROPERTIES_KEY: &str = "ORDER_SERVICE_KAFKA_PROPERTIES";
 
 /// Provisioners by connection settings: an SDK client resolves credentials once and an
 /// AdminClient keeps its broker connections, so they are reused across reconciles. Keyed by a
-/// hash of the settings (secrets included), so a rotated Secret gets a new client. Creation
-/// happens under the lock: a burst of first reconciles makes one client, not one each.
-#[derive(Default)]
+/// hash of the settings (secrets included), so a rotated Secret gets a new client; the old one
+/// is dropped once idle, and the number of clients is bounded however often credentials
+/// rotate. A burst of first reconciles makes one client, not one each (single-flight).
 pub struct Connections {
-    tables: tokio::sync::Mutex<HashMap<String, Arc<TableProvisioner>>>,
-    topics: Mutex<HashMap<String, Arc<TopicProvisioner>>>,
+    tables: moka::future::Cache<String, Arc<TableProvisioner>>,
+    topics: moka::future::Cache<String, Arc<TopicProvisioner>>,
+}
+
+/// Clients kept per kind: far more endpoints and credential sets than one operator serves.
+const MAX_CLIENTS: u64 = 256;
+/// A client unused this long (its platform deleted, its credentials rotated) is dropped.
+const CLIENT_IDLE: Duration = Duration::from_secs(30 * 60);
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            tables: bounded_cache(),
+            topics: bounded_cache(),
+        }
+    }
+}
+
+fn bounded_cache<V: Clone + Send + Sync + 'static>() -> moka::future::Cache<String, V> {
+    moka::future::Cache::builder()
+        .max_capacity(MAX_CLIENTS)
+        .time_to_idle(CLIENT_IDLE)
+        .build()
 }
 
 impl Connections {
@@ -48,16 +74,14 @@ impl Connections {
                 })
                 .unwrap_or_default(),
         ]);
-        let mut cache = self.tables.lock().await;
-        if let Some(found) = cache.get(&key) {
-            return found.clone();
-        }
-        let created = Arc::new(TableProvisioner::connect(target).await);
-        cache.insert(key, created.clone());
-        created
+        self.tables
+            .get_with(key, async {
+                Arc::new(TableProvisioner::connect(target).await)
+            })
+            .await
     }
 
-    fn topics(
+    async fn topics(
         &self,
         target: &KafkaTarget,
     ) -> Result<Arc<TopicProvisioner>, (&'static str, String)> {
@@ -71,17 +95,12 @@ impl Connections {
             &format!("{:?}", target.timeout),
             &properties.join(","),
         ]);
-        let mut cache = self
-            .topics
-            .lock()
-            .map_err(|_| ("KafkaCallFailed", "the client cache is poisoned".to_owned()))?;
-        if let Some(found) = cache.get(&key) {
-            return Ok(found.clone());
-        }
-        let created =
-            Arc::new(TopicProvisioner::connect(target).map_err(|e| (e.reason(), e.to_string()))?);
-        cache.insert(key, created.clone());
-        Ok(created)
+        self.topics
+            .try_get_with(key, async {
+                TopicProvisioner::connect(target).map(Arc::new)
+            })
+            .await
+            .map_err(|e| (e.reason(), e.to_string()))
     }
 }
 
@@ -95,39 +114,137 @@ fn fingerprint(parts: &[&str]) -> String {
 }
 
 /// Brings the platform's tables and topics to `intent`; one outcome per table and per topic.
+/// A table or topic an older platform also names is refused (`ResourceConflict`) on the way
+/// up and kept on the way down, without a call.
 pub async fn provision(
     platform: &OrderPlatform,
     ctx: &Context,
     intent: Intent,
 ) -> (Vec<ResourceOutcome>, Vec<ResourceOutcome>) {
-    let desired = Desired::from_platform(platform);
-    let tables = tables(platform, ctx, &desired.tables, intent).await;
-    let topics = topics(platform, ctx, &desired, intent).await;
-    (tables, topics)
+    let mut desired = Desired::from_platform(platform);
+    let claimed = claims::conflicts(platform, ctx.platforms().iter().map(AsRef::as_ref));
+    let mut records = Records::cached(platform);
+    let (mut table_outcomes, mut topic_outcomes) = (Vec::new(), Vec::new());
+    for refusal in &claimed {
+        let outcome = match intent {
+            Intent::Present => ResourceOutcome {
+                name: refusal.resource.clone(),
+                refusal: Some((refusal.reason, refusal.message.clone())),
+                ..ResourceOutcome::default()
+            },
+            Intent::Absent => ResourceOutcome {
+                name: refusal.resource.clone(),
+                notes: vec![format!("{} is kept: {}", refusal.resource, refusal.message)],
+                ..ResourceOutcome::default()
+            },
+        };
+        if desired.tables.iter().any(|t| t.name == refusal.resource) {
+            table_outcomes.push(outcome);
+        } else {
+            topic_outcomes.push(outcome);
+        }
+    }
+    let is_claimed = |name: &str| claimed.iter().any(|r| r.resource == name);
+    desired.tables.retain(|t| !is_claimed(&t.name));
+    desired.topics.retain(|t| !is_claimed(&t.name));
+    table_outcomes.extend(tables(platform, ctx, &desired.tables, &mut records, intent).await);
+    topic_outcomes.extend(topics(platform, ctx, &desired.topics, &mut records, intent).await);
+    (table_outcomes, topic_outcomes)
+}
+
+/// The origins the platform's status records per table and topic name.
+struct Records {
+    origins: HashMap<String, Origin>,
+    /// Read from the apiserver rather than the watch cache.
+    fresh: bool,
+}
+
+impl Records {
+    fn cached(platform: &OrderPlatform) -> Self {
+        Self {
+            origins: recorded_origins(platform.status.as_ref()),
+            fresh: false,
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<Origin> {
+        self.origins.get(name).copied()
+    }
+
+    /// The watch cache can hand a reconcile a status older than the one the previous reconcile
+    /// wrote: before refusing a resource as not ours, read the record from the apiserver once.
+    async fn refresh(&mut self, platform: &OrderPlatform, ctx: &Context) -> bool {
+        if self.fresh {
+            return false;
+        }
+        self.fresh = true;
+        let api: Api<OrderPlatform> = Api::namespaced(
+            ctx.client.clone(),
+            &platform.namespace().unwrap_or_default(),
+        );
+        match api.get_status(&platform.name_any()).await {
+            Ok(current) => {
+                self.origins
+                    .extend(recorded_origins(current.status.as_ref()));
+                true
+            }
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "re-reading the platform's status failed");
+                false
+            }
+        }
+    }
+}
+
+fn adoption_refused(refusal: Option<&Refusal>) -> bool {
+    refusal.is_some_and(|r| r.reason == "AdoptionRequired")
 }
 
 async fn tables(
     platform: &OrderPlatform,
     ctx: &Context,
     desired: &[DesiredTable],
+    records: &mut Records,
     intent: Intent,
 ) -> Vec<ResourceOutcome> {
+    if desired.is_empty() {
+        return Vec::new();
+    }
     let names = || desired.iter().map(|t| t.name.clone());
     let target = match dynamodb_target(platform, ctx).await {
         Ok(target) => target,
         Err(problem) => return all_failed(names(), problem),
     };
     let provisioner = ctx.connections.tables(&target).await;
-    let plans = match provisioner.plan(desired, intent).await {
-        Ok(plans) => plans,
-        Err(e) => return all_failed(names(), (e.reason(), e.to_string())),
+    let mut observed = Vec::with_capacity(desired.len());
+    for table in desired {
+        match provisioner.observe(&table.name).await {
+            Ok(found) => observed.push(found),
+            Err(e) => return all_failed(names(), (e.reason(), e.to_string())),
+        }
+    }
+    let plan_all = |records: &Records| -> Vec<TablePlan> {
+        desired
+            .iter()
+            .zip(&observed)
+            .map(|(t, o)| plan_table(t, o.as_ref(), records.get(&t.name), intent))
+            .collect()
     };
+    let mut plans = plan_all(records);
+    let unrecorded = |plans: &[TablePlan]| {
+        plans.iter().any(|p| adoption_refused(p.refusal.as_ref()))
+            || (intent == Intent::Absent && plans.iter().any(|p| p.actions.is_empty()))
+    };
+    if unrecorded(&plans) && records.refresh(platform, ctx).await {
+        plans = plan_all(records);
+    }
     let mut outcomes = Vec::with_capacity(plans.len());
     for (table, plan) in desired.iter().zip(plans) {
         let mut outcome = ResourceOutcome {
             name: plan.name.clone(),
             notes: plan.notes.clone(),
             refusal: plan.refusal.map(|r| (r.reason, r.message)),
+            origin: plan.origin,
             ..ResourceOutcome::default()
         };
         if outcome.refusal.is_none() {
@@ -156,22 +273,46 @@ async fn tables(
 async fn topics(
     platform: &OrderPlatform,
     ctx: &Context,
-    desired: &Desired,
+    desired: &[DesiredTopic],
+    records: &mut Records,
     intent: Intent,
 ) -> Vec<ResourceOutcome> {
-    let names = || desired.topics.iter().map(|t| t.name.clone());
+    if desired.is_empty() {
+        return Vec::new();
+    }
+    let names = || desired.iter().map(|t| t.name.clone());
     let target = match kafka_target(platform, ctx).await {
         Ok(target) => target,
         Err(problem) => return all_failed(names(), problem),
     };
-    let provisioner = match ctx.connections.topics(&target) {
+    let provisioner = match ctx.connections.topics(&target).await {
         Ok(provisioner) => provisioner,
         Err(problem) => return all_failed(names(), problem),
     };
-    let plans = match provisioner.plan(&desired.topics, intent).await {
-        Ok(plans) => plans,
+    let observed = match provisioner
+        .observe(desired.iter().map(|t| t.name.as_str()))
+        .await
+    {
+        Ok(observed) => observed,
         Err(e) => return all_failed(names(), (e.reason(), e.to_string())),
     };
+    let plan_all = |records: &Records| -> Vec<TopicPlan> {
+        desired
+            .iter()
+            .map(|t| {
+                let found = observed.get(&t.name).and_then(Option::as_ref);
+                plan_topic(t, found, records.get(&t.name), intent)
+            })
+            .collect()
+    };
+    let mut plans = plan_all(records);
+    let unrecorded = |plans: &[TopicPlan]| {
+        plans.iter().any(|p| adoption_refused(p.refusals.first()))
+            || (intent == Intent::Absent && plans.iter().any(|p| p.actions.is_empty()))
+    };
+    if unrecorded(&plans) && records.refresh(platform, ctx).await {
+        plans = plan_all(records);
+    }
     let mut outcomes = Vec::with_capacity(plans.len());
     for plan in plans {
         let mut outcome = ResourceOutcome {
@@ -180,6 +321,7 @@ async fn topics(
                 let messages: Vec<_> = plan.refusals.iter().map(|r| r.message.as_str()).collect();
                 (r.reason, messages.join("; "))
             }),
+            origin: plan.origin,
             ..ResourceOutcome::default()
         };
         if outcome.refusal.is_none() {
@@ -194,6 +336,15 @@ async fn topics(
                     }
                 }
             }
+        }
+        if intent == Intent::Absent
+            && plan.actions.is_empty()
+            && observed.get(&plan.name).is_some_and(Option::is_some)
+        {
+            outcome.notes.push(format!(
+                "topic {} is kept: this platform neither created nor adopted it",
+                plan.name
+            ));
         }
         outcomes.push(outcome);
     }

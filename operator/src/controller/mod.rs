@@ -2,13 +2,14 @@
 //! The reconcile script itself is in `reconcile.rs`; objects are built in `build/`.
 
 pub mod build;
+mod claims;
 mod error;
 mod external;
 mod reconcile;
 pub mod status;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -25,7 +26,7 @@ use kube::{Api, Client, ResourceExt};
 
 pub use crate::provision::error_chain;
 pub use error::Error;
-pub use reconcile::{reconcile, FIELD_MANAGER, FINALIZER};
+pub use reconcile::{reconcile, ABANDON_ANNOTATION, FIELD_MANAGER, FINALIZER};
 
 use crate::crd::OrderPlatform;
 use crate::metrics::Metrics;
@@ -44,7 +45,13 @@ pub struct Context {
     pub resync: Duration,
     /// Bound on each DynamoDB or Kafka call.
     pub provision_timeout: Duration,
+    /// How long after deletion a failing `deletionPolicy: Delete` cleanup is retried before the
+    /// platform is released anyway.
+    pub cleanup_timeout: Duration,
     connections: external::Connections,
+    /// Every OrderPlatform the controller watches (its reflector's store), to find two that
+    /// name the same table or topic. Set by [`run`].
+    platforms: OnceLock<reflector::Store<OrderPlatform>>,
 }
 
 impl Context {
@@ -62,13 +69,41 @@ impl Context {
             warned: Mutex::new(HashMap::new()),
             resync,
             provision_timeout: Duration::from_secs(30),
+            cleanup_timeout: Duration::from_secs(600),
             connections: external::Connections::default(),
+            platforms: OnceLock::new(),
         }
+    }
+
+    /// The platforms in the controller's cache (none before [`run`] started).
+    pub(crate) fn platforms(&self) -> Vec<Arc<OrderPlatform>> {
+        self.platforms
+            .get()
+            .map(reflector::Store::state)
+            .unwrap_or_default()
     }
 
     pub fn with_provision_timeout(mut self, timeout: Duration) -> Self {
         self.provision_timeout = timeout;
         self
+    }
+
+    pub fn with_cleanup_timeout(mut self, timeout: Duration) -> Self {
+        self.cleanup_timeout = timeout;
+        self
+    }
+
+    /// Drops what the controller remembers of a platform that is gone, so its maps hold live
+    /// platforms only.
+    pub(crate) fn forget(&self, platform: &OrderPlatform) {
+        let key = Self::key(platform);
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&key);
+        }
+        if let Ok(mut warned) = self.warned.lock() {
+            let prefix = format!("{key}#");
+            warned.retain(|k, _| !k.starts_with(&prefix));
+        }
     }
 
     fn key(platform: &OrderPlatform) -> String {
@@ -162,6 +197,8 @@ pub async fn run(
     // Our own status writes would otherwise trigger a reconcile each: only spec (generation)
     // and finalizer changes of an OrderPlatform start one; children's changes still do.
     let (reader, writer) = reflector::store();
+    // One controller per Context; a second `run` would keep the first store.
+    let _ = ctx.platforms.set(reader.clone());
     let platforms = watcher(
         api::<OrderPlatform>(&client, &namespace),
         watcher::Config::default().any_semantic(),
@@ -170,7 +207,11 @@ pub async fn run(
     .reflect(writer)
     .applied_objects()
     .predicate_filter(
-        predicates::generation.combine(predicates::finalizers),
+        // Annotations too: a person releasing a stuck deletion (`abandon-external`) is heard
+        // at once rather than at the next retry.
+        predicates::generation
+            .combine(predicates::finalizers)
+            .combine(predicates::annotations),
         Default::default(),
     );
     Controller::for_stream(platforms, reader)

@@ -39,7 +39,7 @@ pub async fn reconcile(platform: Arc<OrderPlatform>, ctx: Arc<Context>) -> Resul
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .map_err(Error::from_finalizer);
     ctx.metrics.reconciled(started.elapsed());
     result
 }
@@ -148,10 +148,10 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         report_external(platform, ctx, verdict, outcomes).await;
     }
     let external_ready = tables.status == Truth::True && topics.status == Truth::True;
-    let external_failed = table_outcomes
+    let external_failure = table_outcomes
         .iter()
         .chain(&topic_outcomes)
-        .any(|o| o.error.is_some());
+        .find_map(|o| o.error.as_ref().map(|(reason, _)| *reason));
     status.tables = table_entries;
     status.topics = topic_entries;
 
@@ -278,8 +278,10 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         .and_then(|s| s.ready_replicas);
     patch_status(platform, ctx, &status).await?;
 
-    if external_failed {
-        // A call failed (endpoint down, timeout): back off like any transient error.
+    if let Some(reason) = external_failure {
+        // A call failed (endpoint down, timeout): back off like any transient error, and count
+        // it under its own reason (the reconcile itself succeeded in saying so).
+        ctx.metrics.reconcile_failed(reason);
         return Ok(Action::requeue(ctx.failed(platform)));
     }
     ctx.succeeded(platform);
@@ -336,8 +338,15 @@ async fn report_external(
     publish(ctx, platform, EventType::Normal, reason, applied.join("; ")).await;
 }
 
+/// Annotation that releases a platform whose `deletionPolicy: Delete` cleanup keeps failing,
+/// leaving its tables and topics behind.
+pub const ABANDON_ANNOTATION: &str = "platform.orders.dev/abandon-external";
+
 /// Deletion: children go with their owner (garbage collection); external data follows the
-/// deletion policy. With `Delete`, a failed call keeps the finalizer and is retried.
+/// deletion policy. With `Delete`, a failed call keeps the finalizer and is retried with
+/// backoff, with a Warning; after `cleanup_timeout` since the deletion (or at once with
+/// [`ABANDON_ANNOTATION`]) the platform is released anyway, and a Warning names what was left
+/// behind: a namespace being deleted (which takes the credentials Secret with it) never hangs.
 async fn cleanup(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error> {
     let note = match platform.spec.deletion_policy {
         DeletionPolicy::Retain => {
@@ -346,20 +355,73 @@ async fn cleanup(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Erro
         DeletionPolicy::Delete => {
             let (tables, topics) = external::provision(platform, ctx, Intent::Absent).await;
             let outcomes: Vec<_> = tables.into_iter().chain(topics).collect();
-            if let Some((_, message)) = outcomes.iter().find_map(|o| o.error.clone()) {
-                return Err(Error::Cleanup(message));
-            }
             let deleted: Vec<_> = outcomes.iter().flat_map(|o| o.applied.clone()).collect();
-            if deleted.is_empty() {
-                "deletionPolicy Delete: no tables or topics were left to delete".to_owned()
+            let kept: Vec<_> = outcomes.iter().flat_map(|o| o.notes.clone()).collect();
+            if let Some((reason, message)) = outcomes.iter().find_map(|o| o.error.clone()) {
+                let failed: Vec<&str> = outcomes
+                    .iter()
+                    .filter(|o| o.error.is_some())
+                    .map(|o| o.name.as_str())
+                    .collect();
+                match release(platform, ctx) {
+                    None => {
+                        if ctx.first_warning(platform, "Cleanup", reason) {
+                            let note = format!(
+                                "deleting {} failed ({reason}: {message}); retrying with backoff. After {} since the deletion, or at once with the annotation {ABANDON_ANNOTATION}=true, the platform is released and they are left behind",
+                                failed.join(", "),
+                                humantime::format_duration(ctx.cleanup_timeout),
+                            );
+                            publish(ctx, platform, EventType::Warning, "CleanupFailed", note).await;
+                        }
+                        return Err(Error::Cleanup { reason, message });
+                    }
+                    Some(why) => {
+                        let note = format!(
+                            "released {why}: left behind {} ({reason}: {message}); delete them by hand",
+                            failed.join(", ")
+                        );
+                        publish(ctx, platform, EventType::Warning, "CleanupAbandoned", note).await;
+                        ctx.forget(platform);
+                        return Ok(Action::await_change());
+                    }
+                }
+            }
+            let mut note = if deleted.is_empty() {
+                "deletionPolicy Delete: no tables or topics were deleted".to_owned()
             } else {
                 format!("deletionPolicy Delete: {}", deleted.join("; "))
+            };
+            if !kept.is_empty() {
+                note.push_str("; ");
+                note.push_str(&kept.join("; "));
             }
+            note
         }
     };
     publish(ctx, platform, EventType::Normal, "Deleted", note).await;
-    ctx.succeeded(platform);
+    ctx.forget(platform);
     Ok(Action::await_change())
+}
+
+/// Why a failing cleanup may stop retrying, if it may: the annotation, or the time bound.
+fn release(platform: &OrderPlatform, ctx: &Context) -> Option<String> {
+    if platform
+        .annotations()
+        .get(ABANDON_ANNOTATION)
+        .map(String::as_str)
+        == Some("true")
+    {
+        return Some(format!("by the annotation {ABANDON_ANNOTATION}"));
+    }
+    let since = platform.metadata.deletion_timestamp.as_ref()?.0;
+    let deleting_for = k8s_openapi::jiff::Timestamp::now().duration_since(since);
+    let bound = k8s_openapi::jiff::SignedDuration::try_from(ctx.cleanup_timeout).ok()?;
+    (deleting_for >= bound).then(|| {
+        format!(
+            "after {} of failed cleanup",
+            humantime::format_duration(ctx.cleanup_timeout)
+        )
+    })
 }
 
 fn deployment_image(deployment: &Deployment) -> Option<String> {
@@ -380,6 +442,7 @@ fn deployment_image(deployment: &Deployment) -> Option<String> {
 async fn server_side_apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource
         + Clone
         + DeserializeOwned
         + Serialize
@@ -395,32 +458,16 @@ where
     )
     .await
     .map_err(|source| Error::Apply {
-        kind: kind_of::<K>(),
+        kind: <K as k8s_openapi::Resource>::KIND,
         name,
         source,
     })
 }
 
-fn kind_of<K: Resource>() -> &'static str
-where
-    K::DynamicType: Default,
-{
-    // Kinds of the k8s-openapi types are static strings; a leak-free mapping keeps the
-    // error type `'static`.
-    match K::kind(&K::DynamicType::default()).as_ref() {
-        "Deployment" => "Deployment",
-        "Job" => "Job",
-        "ConfigMap" => "ConfigMap",
-        "Service" => "Service",
-        "PodDisruptionBudget" => "PodDisruptionBudget",
-        "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
-        _ => "object",
-    }
-}
-
 async fn delete_if_present<K>(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
@@ -431,7 +478,7 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(source) => Err(Error::Delete {
-            what: format!("{} {name}", kind_of::<K>()),
+            what: format!("{} {name}", <K as k8s_openapi::Resource>::KIND),
             source,
         }),
     }

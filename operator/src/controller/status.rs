@@ -8,6 +8,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::ExternalResourceStatus;
+use crate::provision::Origin;
 
 pub const MIGRATIONS_SUCCEEDED: &str = "MigrationsSucceeded";
 pub const TABLES_READY: &str = "TablesReady";
@@ -265,6 +266,8 @@ pub struct ResourceOutcome {
     pub error: Option<(&'static str, String)>,
     /// Optional calls the endpoint does not support.
     pub notes: Vec<String>,
+    /// How the platform holds it, for the status record (`None`: it does not).
+    pub origin: Option<Origin>,
 }
 
 /// `TablesReady` or `TopicsReady`, and the per-resource status entries. A refusal wins over a
@@ -286,6 +289,7 @@ pub fn external_verdict(
                 name: o.name.clone(),
                 state: state.into(),
                 last_error,
+                origin: o.origin.map(|origin| origin.as_str().to_owned()),
             }
         })
         .collect();

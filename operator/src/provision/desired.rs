@@ -1,15 +1,13 @@
 //! What an OrderPlatform asks for outside Kubernetes, derived from its spec. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use kube::ResourceExt;
 
 use super::dynamodb::{Billing, DesiredTable};
 use super::kafka::DesiredTopic;
-use crate::crd::{BillingMode, OrderPlatform, OrderPlatformSpec};
-
-/// Tag on every table: the OrderPlatform (`namespace/name`) that provisioned it.
-pub const OWNER_TAG: &str = "orders.dev/owner";
+use super::Origin;
+use crate::crd::{BillingMode, OrderPlatform, OrderPlatformSpec, OrderPlatformStatus};
 
 /// The tables and topics of one platform.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,14 +16,28 @@ pub struct Desired {
     pub topics: Vec<DesiredTopic>,
 }
 
+/// The platform's identity as owner of tables: `namespace/name`.
+pub fn owner(platform: &OrderPlatform) -> String {
+    format!(
+        "{}/{}",
+        platform.namespace().unwrap_or_else(|| "default".into()),
+        platform.name_any()
+    )
+}
+
+/// The origins a platform's status records, by table and topic name: the proof that a topic
+/// (which carries no tags) is the platform's.
+pub fn recorded_origins(status: Option<&OrderPlatformStatus>) -> HashMap<String, Origin> {
+    status
+        .into_iter()
+        .flat_map(|s| s.tables.iter().chain(&s.topics))
+        .filter_map(|r| Some((r.name.clone(), Origin::parse(r.origin.as_deref()?)?)))
+        .collect()
+}
+
 impl Desired {
     pub fn from_platform(platform: &OrderPlatform) -> Self {
         let spec = &platform.spec;
-        let owner = format!(
-            "{}/{}",
-            platform.namespace().unwrap_or_else(|| "default".into()),
-            platform.name_any()
-        );
         let billing = match spec.dynamodb.billing_mode {
             BillingMode::PAY_PER_REQUEST => Billing::PayPerRequest,
             BillingMode::PROVISIONED => {
@@ -44,7 +56,8 @@ impl Desired {
             tables: DesiredTable::all(
                 &spec.dynamodb.table_prefix,
                 billing,
-                BTreeMap::from([(OWNER_TAG.to_owned(), owner)]),
+                &owner(platform),
+                spec.dynamodb.adopt_existing,
             ),
             topics: spec
                 .kafka
@@ -56,6 +69,7 @@ impl Desired {
                     replication_factor: t.replication_factor,
                     config: t.config.clone(),
                     allow_partition_increase: t.allow_partition_increase,
+                    adopt: spec.kafka.adopt_existing,
                 })
                 .collect(),
         }
@@ -97,15 +111,13 @@ mod tests {
     use crate::crd::OrderPlatform;
 
     #[test]
-    fn a_platform_wants_both_tables_tagged_with_its_owner_and_its_topics() {
+    fn a_platform_wants_both_tables_owned_by_it_and_its_topics() {
         let platform = OrderPlatform::test();
         let desired = Desired::from_platform(&platform);
         let names: Vec<_> = desired.tables.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["shop-status-history", "shop-status-counters"]);
-        assert_eq!(
-            desired.tables[0].tags.get(OWNER_TAG).map(String::as_str),
-            Some("orders/shop")
-        );
+        assert_eq!(desired.tables[0].owner, "orders/shop");
+        assert!(!desired.tables[0].adopt && !desired.topics[0].adopt);
         assert_eq!(desired.tables[0].billing, Billing::PayPerRequest);
         assert_eq!(desired.topics.len(), platform.spec.kafka.topics.len());
         assert_eq!(desired.topics[0].name, platform.spec.kafka.events_topic);

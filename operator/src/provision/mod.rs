@@ -45,6 +45,36 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// How a platform came to hold a table or topic. Only what a platform created or explicitly
+/// adopted is ever deleted with it (`deletionPolicy: Delete`). Tables carry it as a tag
+/// ([`dynamodb::ORIGIN_TAG`]); topics have no tags, so the platform's status records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Origin {
+    /// The platform created it.
+    Created,
+    /// It existed, belonged to no platform, and the spec allowed adopting it (`adoptExisting`).
+    Adopted,
+}
+
+impl Origin {
+    /// The spelling in status and tags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "Created",
+            Self::Adopted => "Adopted",
+        }
+    }
+
+    /// Reads the spelling back; anything else is not a record.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "Created" => Some(Self::Created),
+            "Adopted" => Some(Self::Adopted),
+            _ => None,
+        }
+    }
+}
+
 /// Whether the resources should exist (`Present`) or be removed (`Absent`, on deletion with
 /// `deletionPolicy: Delete`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

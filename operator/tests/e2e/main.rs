@@ -3,7 +3,9 @@
 
 mod chart;
 mod control_plane;
+mod deletion;
 mod leader;
+mod ownership;
 mod reconcile;
 #[path = "../common/stack.rs"]
 mod stack;

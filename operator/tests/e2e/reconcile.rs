@@ -25,7 +25,7 @@ use order_operator::metrics::Metrics;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-const IMAGE_1: &str = "registry.example/order-service:1.0.0";
+pub(crate) const IMAGE_1: &str = "registry.example/order-service:1.0.0";
 const IMAGE_2: &str = "registry.example/order-service:2.0.0";
 const IMAGE_3: &str = "registry.example/order-service:3.0.0";
 
@@ -50,23 +50,32 @@ pub(crate) async fn install_crd(client: &Client) {
 }
 
 /// A namespace with the CRD installed, a database Secret, and the operator watching it.
-struct Harness {
-    namespace: TestNamespace,
+pub(crate) struct Harness {
+    pub(crate) namespace: TestNamespace,
     operator: JoinHandle<()>,
     metrics: Arc<Metrics>,
 }
 
 /// How often the test operator re-checks a platform, where a test waits for a resync.
-const SHORT_RESYNC: Duration = Duration::from_secs(2);
+pub(crate) const SHORT_RESYNC: Duration = Duration::from_secs(2);
 
 impl Harness {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(None, Duration::from_secs(300)).await
     }
 
     /// With `Some(service_account)`, the operator runs as that ServiceAccount of the test
     /// namespace, bound to the operator's ClusterRole there and nothing else.
-    async fn start_with(service_account: Option<&str>, resync: Duration) -> Self {
+    pub(crate) async fn start_with(service_account: Option<&str>, resync: Duration) -> Self {
+        Self::start_with_cleanup_timeout(service_account, resync, Duration::from_secs(600)).await
+    }
+
+    /// With a bound on how long a failing `deletionPolicy: Delete` cleanup is retried.
+    pub(crate) async fn start_with_cleanup_timeout(
+        service_account: Option<&str>,
+        resync: Duration,
+        cleanup_timeout: Duration,
+    ) -> Self {
         let admin = connect().await;
         install_crd(&admin).await;
         let namespace = TestNamespace::create(&admin).await;
@@ -95,7 +104,8 @@ impl Harness {
                 metrics.clone(),
                 resync,
             )
-            .with_provision_timeout(Duration::from_secs(10)),
+            .with_provision_timeout(Duration::from_secs(10))
+            .with_cleanup_timeout(cleanup_timeout),
         );
         let watched = Some(namespace.name().to_owned());
         let operator = tokio::spawn(controller::run(ctx, watched, std::future::pending()));
@@ -108,7 +118,7 @@ impl Harness {
 
     /// Waits until the operator has finished `n` more reconciles (resyncs, for a test that
     /// checks something stays as it is).
-    async fn wait_reconciles(&self, n: u64) {
+    pub(crate) async fn wait_reconciles(&self, n: u64) {
         let start = self.metrics.reconcile_summary().0;
         poll_until(
             CONTROL_PLANE_TIMEOUT,
@@ -118,12 +128,12 @@ impl Harness {
         .await;
     }
 
-    fn platforms(&self) -> Api<OrderPlatform> {
+    pub(crate) fn platforms(&self) -> Api<OrderPlatform> {
         self.namespace.api()
     }
 
     /// A spec whose tables and topic are this test's own, on the local stack.
-    fn spec(&self, image: &str) -> serde_json::Value {
+    pub(crate) fn spec(&self, image: &str) -> serde_json::Value {
         let mut spec = spec(image);
         merge(
             &mut spec,
@@ -136,27 +146,31 @@ impl Harness {
         spec
     }
 
-    fn table_prefix(&self) -> String {
+    pub(crate) fn table_prefix(&self) -> String {
         self.namespace.name().to_owned()
     }
 
-    fn history_table(&self) -> String {
+    pub(crate) fn history_table(&self) -> String {
         format!("{}-status-history", self.table_prefix())
     }
 
-    fn counters_table(&self) -> String {
+    pub(crate) fn counters_table(&self) -> String {
         format!("{}-status-counters", self.table_prefix())
     }
 
-    fn topic(&self) -> String {
+    pub(crate) fn topic(&self) -> String {
         format!("{}.events", self.namespace.name())
     }
 
-    async fn create(&self, spec: serde_json::Value) -> OrderPlatform {
+    pub(crate) async fn create(&self, spec: serde_json::Value) -> OrderPlatform {
+        self.create_named("shop", spec).await
+    }
+
+    pub(crate) async fn create_named(&self, name: &str, spec: serde_json::Value) -> OrderPlatform {
         let platform: OrderPlatform = serde_json::from_value(json!({
             "apiVersion": "platform.orders.dev/v1alpha1",
             "kind": "OrderPlatform",
-            "metadata": {"name": "shop"},
+            "metadata": {"name": name},
             "spec": spec,
         }))
         .expect("platform");
@@ -166,7 +180,7 @@ impl Harness {
             .expect("create platform")
     }
 
-    async fn patch_spec(&self, spec: serde_json::Value) {
+    pub(crate) async fn patch_spec(&self, spec: serde_json::Value) {
         self.platforms()
             .patch(
                 "shop",
@@ -177,15 +191,25 @@ impl Harness {
             .expect("patch spec");
     }
 
-    async fn wait_condition(
+    pub(crate) async fn wait_condition(
         &self,
+        type_: &'static str,
+        status: &'static str,
+        reason: Option<&'static str>,
+    ) -> OrderPlatform {
+        self.wait_named("shop", type_, status, reason).await
+    }
+
+    pub(crate) async fn wait_named(
+        &self,
+        name: &str,
         type_: &'static str,
         status: &'static str,
         reason: Option<&'static str>,
     ) -> OrderPlatform {
         wait_for(
             &self.platforms(),
-            "shop",
+            name,
             has_condition(type_, status, reason),
             CONTROL_PLANE_TIMEOUT,
         )
@@ -193,7 +217,7 @@ impl Harness {
         .expect("platform exists")
     }
 
-    async fn deployment_image(&self) -> Option<String> {
+    pub(crate) async fn deployment_image(&self) -> Option<String> {
         let deployment = self
             .namespace
             .api::<Deployment>()
@@ -211,7 +235,7 @@ impl Harness {
     }
 
     /// The operator's Events with `reason` about the platform, once at least one is there.
-    async fn events(&self, reason: &str) -> Vec<Event> {
+    pub(crate) async fn events(&self, reason: &str) -> Vec<Event> {
         poll_until(
             CONTROL_PLANE_TIMEOUT,
             &format!("an Event {reason}"),
@@ -284,7 +308,7 @@ async fn bind_operator_role(admin: &Client, namespace: &TestNamespace, account: 
     client
 }
 
-fn spec(image: &str) -> serde_json::Value {
+pub(crate) fn spec(image: &str) -> serde_json::Value {
     json!({
         "image": image,
         "replicas": 2,
@@ -297,7 +321,7 @@ fn spec(image: &str) -> serde_json::Value {
 
 /// Holds once the platform has condition `type_` with `status` (and `reason`, when given)
 /// for its current generation.
-fn has_condition(
+pub(crate) fn has_condition(
     type_: &'static str,
     status: &'static str,
     reason: Option<&'static str>,
@@ -761,7 +785,7 @@ async fn the_apiserver_refuses_specs_that_break_a_rule_with_the_rules_message() 
     }
 }
 
-fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+pub(crate) fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
     match (target, patch) {
         (serde_json::Value::Object(target), serde_json::Value::Object(patch)) => {
             for (key, value) in patch {
@@ -899,7 +923,7 @@ async fn old_migration_jobs_are_pruned_to_the_newest_three() {
 }
 
 /// How many times the Events were recorded (a repeated Event is one object with a count).
-fn occurrences(events: &[Event]) -> i32 {
+pub(crate) fn occurrences(events: &[Event]) -> i32 {
     events
         .iter()
         .map(|e| {

@@ -184,3 +184,38 @@ async fn a_file_without_an_order_platform_is_an_error() {
         text(&out)
     );
 }
+
+#[tokio::test]
+async fn plan_shows_a_table_owned_by_another_platform_and_apply_changes_nothing() {
+    let platform = Platform::fresh();
+    let file = platform.file();
+    let apply = operator(&["apply", "-f", path(&file)]).await;
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+
+    // Another platform (another name, same prefix and topic) planned from its own file.
+    let other =
+        support::ManifestFile(std::env::temp_dir().join(format!("{}-other.yaml", platform.prefix)));
+    std::fs::write(
+        &other.0,
+        platform.yaml().replace("name: shop", "name: other"),
+    )
+    .expect("write manifest");
+    let plan = operator(&["plan", "-f", path(&other)]).await;
+    assert_eq!(plan.status.code(), Some(1), "{}", text(&plan));
+    let out = text(&plan);
+    assert!(
+        out.contains(&format!(
+            "! table {}: refused (OwnerConflict)",
+            platform.history_table()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("tests/shop"), "the owner is named: {out}");
+    let apply = operator(&["apply", "-f", path(&other)]).await;
+    assert_eq!(apply.status.code(), Some(1), "{}", text(&apply));
+    assert!(
+        text(&apply).contains("nothing was changed"),
+        "{}",
+        text(&apply)
+    );
+}

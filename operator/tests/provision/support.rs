@@ -49,6 +49,8 @@ spec:
     tablePrefix: {prefix}
   kafka:
     bootstrapServers: {servers}
+    # Applied more than once without a cluster: nothing records that this file created the topic.
+    adoptExisting: true
     eventsTopic: {topic}
     topics:
       - name: {topic}

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use order_operator::provision::kafka::{DesiredTopic, KafkaTarget, TopicAction, TopicProvisioner};
-use order_operator::provision::Intent;
+use order_operator::provision::{Intent, Origin};
 use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
 
 use crate::support::{self, eventually, partitions, topic_overrides, unique, TIMEOUT};
@@ -30,10 +30,15 @@ async fn plan_of(
     p: &TopicProvisioner,
     t: &DesiredTopic,
 ) -> order_operator::provision::kafka::TopicPlan {
-    p.plan(std::slice::from_ref(t), Intent::Present)
-        .await
-        .expect("plan")
-        .remove(0)
+    // The topic is this platform's, as a status would record after `converge` created it.
+    p.plan(
+        std::slice::from_ref(t),
+        |_| Some(Origin::Created),
+        Intent::Present,
+    )
+    .await
+    .expect("plan")
+    .remove(0)
 }
 
 /// Waits until the broker's metadata shows `n` partitions (metadata propagates after calls).
@@ -207,14 +212,70 @@ async fn removal_deletes_the_topic() {
         .await
         .expect("converge");
     wait_partitions(&t.name, Some(3)).await;
-    let plan = p
-        .plan(std::slice::from_ref(&t), Intent::Absent)
-        .await
-        .expect("plan")
-        .remove(0);
+    let removal = |recorded: Option<Origin>| {
+        let p = &p;
+        let t = &t;
+        async move {
+            p.plan(std::slice::from_ref(t), move |_| recorded, Intent::Absent)
+                .await
+                .expect("plan")
+                .remove(0)
+        }
+    };
+    // Without a record that this platform created or adopted it, the topic is kept.
+    assert!(removal(None).await.actions.is_empty());
+    let plan = removal(Some(Origin::Created)).await;
     assert_eq!(plan.actions, [TopicAction::Delete]);
     p.apply(&t.name, &TopicAction::Delete)
         .await
         .expect("delete");
     wait_partitions(&t.name, None).await;
+}
+
+#[tokio::test]
+async fn an_existing_topic_without_a_record_is_adopted_only_when_the_spec_says_so() {
+    let p = provisioner();
+    let t = topic(3);
+    p.converge(std::slice::from_ref(&t))
+        .await
+        .expect("someone else's topic");
+    wait_partitions(&t.name, Some(3)).await;
+    let plan = p
+        .plan(std::slice::from_ref(&t), |_| None, Intent::Present)
+        .await
+        .expect("plan")
+        .remove(0);
+    assert_eq!(plan.refusals[0].reason, "AdoptionRequired");
+    assert!(plan.actions.is_empty() && plan.origin.is_none());
+    let adopting = DesiredTopic {
+        adopt: true,
+        ..t.clone()
+    };
+    let plan = p
+        .plan(std::slice::from_ref(&adopting), |_| None, Intent::Present)
+        .await
+        .expect("plan")
+        .remove(0);
+    assert!(plan.refusals.is_empty(), "{plan:?}");
+    assert_eq!(plan.origin, Some(Origin::Adopted));
+}
+
+#[tokio::test]
+async fn a_topic_created_by_someone_else_since_the_plan_is_an_error_not_a_success() {
+    let p = provisioner();
+    let t = topic(3);
+    let plan = plan_of(&p, &t).await;
+    assert!(
+        matches!(plan.actions[..], [TopicAction::Create { .. }]),
+        "{plan:?}"
+    );
+    // Another platform (or a person) creates it between the plan and the apply.
+    p.converge(std::slice::from_ref(&t))
+        .await
+        .expect("created by someone else");
+    let error = p
+        .apply(&t.name, &plan.actions[0])
+        .await
+        .expect_err("not recorded as created by this platform");
+    assert!(error.to_string().contains("CreateTopics"), "{error}");
 }

@@ -239,7 +239,8 @@ pub async fn provision(sinks: &order_service::config::SinksConfig) {
         let tables = DesiredTable::all(
             &sinks.dynamodb.dynamodb_table_prefix,
             Billing::PayPerRequest,
-            Default::default(),
+            "tests/order-service",
+            false,
         );
         TableProvisioner::connect(&target)
             .await

@@ -19,10 +19,11 @@ use aws_sdk_dynamodb::Client;
 
 pub use plan::{
     plan_table, Billing, DesiredTable, KeyElement, ObservedTable, TableAction, TablePlan, Ttl,
+    ORIGIN_TAG, OWNER_TAG,
 };
 
 use super::error::bounded;
-use super::{Intent, ProvisionError};
+use super::{Intent, Origin, ProvisionError};
 
 /// Where the tables live and how to reach them.
 #[derive(Clone)]
@@ -102,25 +103,44 @@ impl TableProvisioner {
         }
     }
 
-    /// Reads each table and plans it.
+    /// Reads each table and plans it; `recorded` gives the origin the platform's status holds
+    /// for a table name (it decides ownership where the endpoint has no tags).
     pub async fn plan(
         &self,
         tables: &[DesiredTable],
+        recorded: impl Fn(&str) -> Option<Origin>,
         intent: Intent,
     ) -> Result<Vec<TablePlan>, ProvisionError> {
         let mut plans = Vec::with_capacity(tables.len());
         for table in tables {
             let observed = self.observe(&table.name).await?;
-            plans.push(plan_table(table, observed.as_ref(), intent));
+            plans.push(plan_table(
+                table,
+                observed.as_ref(),
+                recorded(&table.name),
+                intent,
+            ));
         }
         Ok(plans)
     }
 
     /// Plans and applies in one go, failing on the first refusal: for callers that only need
-    /// the tables to exist (tests, tools). Returns the notes.
+    /// the tables to exist (tests, tools). Tables nobody owns are adopted; another platform's
+    /// are still refused. Returns the notes.
     pub async fn converge(&self, tables: &[DesiredTable]) -> Result<Vec<String>, ProvisionError> {
+        let tables: Vec<DesiredTable> = tables
+            .iter()
+            .map(|t| DesiredTable {
+                adopt: true,
+                ..t.clone()
+            })
+            .collect();
+        let tables = tables.as_slice();
         let mut notes = Vec::new();
-        for (table, plan) in tables.iter().zip(self.plan(tables, Intent::Present).await?) {
+        for (table, plan) in tables
+            .iter()
+            .zip(self.plan(tables, |_| None, Intent::Present).await?)
+        {
             if let Some(refusal) = plan.refusal {
                 return Err(ProvisionError::Refused(refusal));
             }
@@ -255,8 +275,8 @@ impl TableProvisioner {
     ) -> Result<Vec<String>, ProvisionError> {
         let name = table.name.as_str();
         match action {
-            TableAction::Create { billing } => {
-                self.create(table, *billing).await?;
+            TableAction::Create { billing, tags } => {
+                self.create(table, *billing, tags).await?;
                 self.wait_active(name).await?;
             }
             TableAction::WaitActive { .. } => self.wait_active(name).await?,
@@ -348,15 +368,26 @@ impl TableProvisioner {
         Ok(Vec::new())
     }
 
-    async fn create(&self, table: &DesiredTable, billing: Billing) -> Result<(), ProvisionError> {
+    async fn create(
+        &self,
+        table: &DesiredTable,
+        billing: Billing,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), ProvisionError> {
         let name = table.name.as_str();
         let (mode, throughput) = billing_parts(billing);
+        let tags = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("CreateTable", name, e))?;
         let mut request = self
             .client
             .create_table()
             .table_name(name)
             .billing_mode(mode)
-            .set_provisioned_throughput(throughput);
+            .set_provisioned_throughput(throughput)
+            .set_tags((!tags.is_empty()).then_some(tags));
         let d = &table.definition;
         for (key, key_type) in [
             (d.partition_key, KeyType::Hash),
@@ -385,8 +416,13 @@ impl TableProvisioner {
         bounded("DynamoDB", "CreateTable", self.timeout, async {
             match request.send().await {
                 Ok(_) => Ok(()),
-                // Created since we looked (another replica, a retry): the next plan checks its keys.
-                Err(e) if e.code() == Some("ResourceInUseException") => Ok(()),
+                // Created by someone else since we looked: not ours to tag or change. The retry's
+                // plan reads its owner tag and keys.
+                Err(e) if e.code() == Some("ResourceInUseException") => Err(ProvisionError::DynamoDb {
+                    operation: "CreateTable",
+                    resource: name.to_owned(),
+                    message: "the table was created by someone else since it was observed; it will be planned again".into(),
+                }),
                 Err(e) => Err(failed("CreateTable", name, &e)),
             }
         })

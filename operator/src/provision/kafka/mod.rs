@@ -18,7 +18,7 @@ use rdkafka::types::RDKafkaErrorCode;
 pub use plan::{plan_topic, DesiredTopic, ObservedTopic, TopicAction, TopicPlan};
 
 use super::error::bounded;
-use super::{Intent, ProvisionError};
+use super::{Intent, Origin, ProvisionError};
 
 /// The brokers and how to talk to them.
 #[derive(Clone)]
@@ -94,23 +94,35 @@ impl TopicProvisioner {
             .operation_timeout(Some(self.timeout))
     }
 
-    /// Reads the topics and plans each.
+    /// Reads the topics and plans each; `recorded` gives the origin the platform's status
+    /// holds for a topic name.
     pub async fn plan(
         &self,
         topics: &[DesiredTopic],
+        recorded: impl Fn(&str) -> Option<Origin>,
         intent: Intent,
     ) -> Result<Vec<TopicPlan>, ProvisionError> {
         let observed = self.observe(topics.iter().map(|t| t.name.as_str())).await?;
         Ok(topics
             .iter()
-            .map(|t| plan_topic(t, observed.get(&t.name).and_then(Option::as_ref), intent))
+            .map(|t| {
+                let observed = observed.get(&t.name).and_then(Option::as_ref);
+                plan_topic(t, observed, recorded(&t.name), intent)
+            })
             .collect())
     }
 
     /// Plans and applies in one go, failing on the first refusal: for callers that only need
-    /// the topics to exist (tests, tools).
+    /// the topics to exist (tests, tools). Existing topics are adopted.
     pub async fn converge(&self, topics: &[DesiredTopic]) -> Result<(), ProvisionError> {
-        for plan in self.plan(topics, Intent::Present).await? {
+        let topics: Vec<DesiredTopic> = topics
+            .iter()
+            .map(|t| DesiredTopic {
+                adopt: true,
+                ..t.clone()
+            })
+            .collect();
+        for plan in self.plan(&topics, |_| None, Intent::Present).await? {
             if let Some(refusal) = plan.refusals.into_iter().next() {
                 return Err(ProvisionError::Refused(refusal));
             }
@@ -145,14 +157,20 @@ impl TopicProvisioner {
                         .inner()
                         .fetch_metadata(Some(&topic), inner)
                         .map_err(|e| kafka_error("Metadata", &servers, e.to_string()))?;
-                    Ok(metadata
-                        .topics()
-                        .iter()
-                        .find(|t| t.name() == topic && t.error().is_none())
-                        .map(|t| {
-                            let replicas = t.partitions().first().map_or(0, |p| p.replicas().len());
-                            (t.partitions().len() as i32, replicas as i32)
-                        }))
+                    let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+                        return Ok(None);
+                    };
+                    match found.error().map(RDKafkaErrorCode::from) {
+                        None => {
+                            let partitions = found.partitions();
+                            let replicas = partitions.first().map_or(0, |p| p.replicas().len());
+                            Ok(Some((partitions.len() as i32, replicas as i32)))
+                        }
+                        Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(None),
+                        // Not authorized, leader not available, ...: the topic may well exist,
+                        // so it must not be planned as missing (and created or reported so).
+                        Some(code) => Err(kafka_error("Metadata", &topic, code.to_string())),
+                    }
                 })
                 .await
                 .map_err(|e| kafka_error("Metadata", "cluster", e.to_string()))?
@@ -228,11 +246,12 @@ impl TopicProvisioner {
                 for (k, v) in config {
                     topic = topic.set(k, v);
                 }
-                let fine = [RDKafkaErrorCode::TopicAlreadyExists];
+                // TopicAlreadyExists is an error: someone created it since it was observed, so it
+                // is not this platform's to record as created. The retry's plan decides.
                 self.admin_call(
                     "CreateTopics",
                     name,
-                    &fine,
+                    &[],
                     self.admin.create_topics([&topic], &options),
                 )
                 .await

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::provision::{Intent, Refusal};
+use crate::provision::{Intent, Origin, Refusal};
 
 /// A topic the platform needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,9 @@ pub struct DesiredTopic {
     /// The topic is keyed by order id: more partitions move keys to other partitions, so
     /// per-order ordering breaks for orders in flight. Growing needs this opt-in.
     pub allow_partition_increase: bool,
+    /// The spec allows adopting an existing topic this platform did not create
+    /// (`kafka.adoptExisting`).
+    pub adopt: bool,
 }
 
 impl DesiredTopic {
@@ -29,6 +32,7 @@ impl DesiredTopic {
             replication_factor: 1,
             config: BTreeMap::new(),
             allow_partition_increase: false,
+            adopt: false,
         }
     }
 }
@@ -116,18 +120,27 @@ pub struct TopicPlan {
     /// Every change refused on this topic; when any is, the topic gets no actions at all.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub refusals: Vec<Refusal>,
+    /// How the platform holds the topic once the actions ran, for its status to record; `None`
+    /// when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
-/// Plans one topic.
+/// Plans one topic. Topics carry no tags, so `recorded` (the origin the platform's status
+/// holds for it) is the only proof that the topic is the platform's: an existing topic without
+/// a record is used only when the spec adopts it (`AdoptionRequired` otherwise), and deleted
+/// only with a record.
 pub fn plan_topic(
     desired: &DesiredTopic,
     observed: Option<&ObservedTopic>,
+    recorded: Option<Origin>,
     intent: Intent,
 ) -> TopicPlan {
     let mut plan = TopicPlan {
         name: desired.name.clone(),
         actions: Vec::new(),
         refusals: Vec::new(),
+        origin: None,
     };
     let name = desired.name.as_str();
     let Some(observed) = observed else {
@@ -137,13 +150,30 @@ pub fn plan_topic(
                 replication_factor: desired.replication_factor,
                 config: desired.config.clone(),
             });
+            plan.origin = Some(Origin::Created);
         }
         return plan;
     };
     if intent == Intent::Absent {
-        plan.actions.push(TopicAction::Delete);
+        if recorded.is_some() {
+            plan.actions.push(TopicAction::Delete);
+        }
         return plan;
     }
+    let origin = match (recorded, desired.adopt) {
+        (Some(origin), _) => origin,
+        (None, true) => Origin::Adopted,
+        (None, false) => {
+            plan.refusals.push(Refusal::new(
+                name,
+                "AdoptionRequired",
+                format!(
+                    "topic {name} exists and this platform did not create it; nothing was changed. Set kafka.adoptExisting: true to adopt it (its partitions and config are then kept in shape, and it is deleted with the platform under deletionPolicy: Delete), or name another topic"
+                ),
+            ));
+            return plan;
+        }
+    };
 
     if observed.replication_factor != desired.replication_factor {
         plan.refusals.push(Refusal::new(
@@ -177,6 +207,7 @@ pub fn plan_topic(
     if !plan.refusals.is_empty() {
         return plan;
     }
+    plan.origin = Some(origin);
 
     if desired.partitions > observed.partitions {
         plan.actions.push(TopicAction::AddPartitions {
@@ -226,7 +257,12 @@ mod tests {
     }
 
     fn plan(desired: &DesiredTopic, observed: ObservedTopic) -> TopicPlan {
-        plan_topic(desired, Some(&observed), Intent::Present)
+        plan_topic(
+            desired,
+            Some(&observed),
+            Some(Origin::Created),
+            Intent::Present,
+        )
     }
 
     #[test]
@@ -282,9 +318,15 @@ mod tests {
             ),
         ];
         for (name, desired, observed, actions) in cases {
-            let plan = plan_topic(&desired, observed.as_ref(), Intent::Present);
+            let plan = plan_topic(
+                &desired,
+                observed.as_ref(),
+                Some(Origin::Created),
+                Intent::Present,
+            );
             assert_eq!(plan.actions, actions, "{name}");
             assert!(plan.refusals.is_empty(), "{name}: {:?}", plan.refusals);
+            assert_eq!(plan.origin, Some(Origin::Created), "{name}");
         }
     }
 
@@ -350,11 +392,54 @@ mod tests {
     }
 
     #[test]
-    fn removal_deletes_what_exists() {
-        let absent = |observed: Option<&ObservedTopic>| {
-            plan_topic(&desired(), observed, Intent::Absent).actions
+    fn an_existing_topic_without_a_record_needs_explicit_adoption() {
+        let refused = plan_topic(&desired(), Some(&in_shape()), None, Intent::Present);
+        assert!(refused.actions.is_empty());
+        assert_eq!(refused.origin, None);
+        assert_eq!(
+            refused
+                .refusals
+                .iter()
+                .map(|r| r.reason)
+                .collect::<Vec<_>>(),
+            ["AdoptionRequired"]
+        );
+        assert!(refused.refusals[0].message.contains("adoptExisting"));
+
+        let adopting = DesiredTopic {
+            adopt: true,
+            ..desired()
         };
-        assert_eq!(absent(Some(&in_shape())), vec![TopicAction::Delete]);
-        assert_eq!(absent(None), vec![]);
+        let drifted = ObservedTopic {
+            config: BTreeMap::new(),
+            ..in_shape()
+        };
+        let adopted = plan_topic(&adopting, Some(&drifted), None, Intent::Present);
+        assert!(adopted.refusals.is_empty());
+        assert_eq!(adopted.origin, Some(Origin::Adopted));
+        assert_eq!(adopted.actions.len(), 1, "kept in shape once adopted");
+        // A record wins over the flag: a topic the platform created stays `Created`.
+        let recorded = plan_topic(
+            &adopting,
+            Some(&in_shape()),
+            Some(Origin::Created),
+            Intent::Present,
+        );
+        assert_eq!(recorded.origin, Some(Origin::Created));
+    }
+
+    #[test]
+    fn removal_deletes_only_a_topic_this_platform_created_or_adopted() {
+        let absent = |observed: Option<&ObservedTopic>, recorded| {
+            plan_topic(&desired(), observed, recorded, Intent::Absent).actions
+        };
+        for origin in [Origin::Created, Origin::Adopted] {
+            assert_eq!(
+                absent(Some(&in_shape()), Some(origin)),
+                vec![TopicAction::Delete]
+            );
+        }
+        assert_eq!(absent(Some(&in_shape()), None), vec![]);
+        assert_eq!(absent(None, Some(Origin::Created)), vec![]);
     }
 }

@@ -1,0 +1,114 @@
+//! Deletion never hangs: a `deletionPolicy: Delete` cleanup that keeps failing is retried with
+//! a Warning, then released after a bound or by an annotation, saying what was left behind.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::conditions;
+use kube::Api;
+use order_operator::controller::ABANDON_ANNOTATION;
+use serde_json::json;
+
+use crate::reconcile::{merge, Harness, IMAGE_1, SHORT_RESYNC};
+use crate::stack;
+use crate::support::{connect, wait_for, CONTROL_PLANE_TIMEOUT};
+
+/// A platform with `Delete` whose DynamoDB credentials come from the Secret `aws`, Ready.
+async fn ready_with_credentials_secret(h: &Harness) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "aws"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "from-secret", "AWS_SECRET_ACCESS_KEY": "from-secret"}
+    }))
+    .expect("secret");
+    h.namespace
+        .api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    let mut spec = h.spec(IMAGE_1);
+    merge(
+        &mut spec,
+        json!({"dynamodb": {"credentialsSecretRef": "aws"}, "deletionPolicy": "Delete"}),
+    );
+    h.create(spec).await;
+    h.wait_condition("Ready", "True", None).await;
+}
+
+async fn delete_secret(h: &Harness) {
+    h.namespace
+        .api::<Secret>()
+        .delete("aws", &DeleteParams::default())
+        .await
+        .expect("delete the credentials Secret");
+}
+
+#[tokio::test]
+async fn deleting_the_namespace_with_delete_and_a_credentials_secret_finishes_within_the_bound() {
+    let h = Harness::start_with_cleanup_timeout(None, SHORT_RESYNC, Duration::from_secs(10)).await;
+    ready_with_credentials_secret(&h).await;
+    // Namespace deletion removes the Secret too, in no set order: make it the worst one.
+    delete_secret(&h).await;
+    let namespaces: Api<Namespace> = Api::all(connect().await);
+    namespaces
+        .delete(h.namespace.name(), &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    wait_for(
+        &namespaces,
+        h.namespace.name(),
+        conditions::is_deleted(""),
+        Duration::from_secs(120),
+    )
+    .await;
+    // Released without its credentials: the tables were left behind, not deleted.
+    let dynamodb = stack::dynamodb().await;
+    assert!(stack::table_keys(&dynamodb, &h.history_table())
+        .await
+        .is_some());
+}
+
+#[tokio::test]
+async fn a_failing_cleanup_warns_and_the_annotation_releases_it_naming_what_was_left_behind() {
+    let h = Harness::start().await;
+    ready_with_credentials_secret(&h).await;
+    delete_secret(&h).await;
+    h.platforms()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .expect("delete platform");
+    let warned = h.events("CleanupFailed").await;
+    let note = warned[0].message.clone().unwrap_or_default();
+    assert!(note.contains("CredentialsUnavailable"), "{note}");
+    assert!(
+        note.contains(ABANDON_ANNOTATION),
+        "says how to release: {note}"
+    );
+    assert!(
+        h.platforms().get_opt("shop").await.expect("read").is_some(),
+        "the finalizer holds while the bound (10 min) has not passed"
+    );
+
+    h.platforms()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {ABANDON_ANNOTATION: "true"}}})),
+        )
+        .await
+        .expect("annotate");
+    wait_for(
+        &h.platforms(),
+        "shop",
+        conditions::is_deleted(""),
+        CONTROL_PLANE_TIMEOUT,
+    )
+    .await;
+    let abandoned = h.events("CleanupAbandoned").await;
+    let note = abandoned[0].message.clone().unwrap_or_default();
+    assert!(note.contains(&h.history_table()), "{note}");
+    let dynamodb = stack::dynamodb().await;
+    assert!(stack::table_keys(&dynamodb, &h.history_table())
+        .await
+        .is_some());
+}
