@@ -171,6 +171,22 @@ impl Records {
         self.origins.get(name).copied()
     }
 
+    /// Plans with these records, and again after [`Self::refresh`] when some plan `lacks` a
+    /// record (refused for adoption, or kept on removal).
+    async fn plan<P>(
+        &mut self,
+        platform: &OrderPlatform,
+        ctx: &Context,
+        plan_all: impl Fn(&Self) -> Vec<P>,
+        lacks: impl Fn(&P) -> bool,
+    ) -> Vec<P> {
+        let plans = plan_all(self);
+        if plans.iter().any(lacks) && self.refresh(platform, ctx).await {
+            return plan_all(self);
+        }
+        plans
+    }
+
     /// The watch cache can hand a reconcile a status older than the one the previous reconcile
     /// wrote: before refusing a resource as not ours, read the record from the apiserver once.
     async fn refresh(&mut self, platform: &OrderPlatform, ctx: &Context) -> bool {
@@ -230,14 +246,12 @@ async fn tables(
             .map(|(t, o)| plan_table(t, o.as_ref(), records.get(&t.name), intent))
             .collect()
     };
-    let mut plans = plan_all(records);
-    let unrecorded = |plans: &[TablePlan]| {
-        plans.iter().any(|p| adoption_refused(p.refusal.as_ref()))
-            || (intent == Intent::Absent && plans.iter().any(|p| p.actions.is_empty()))
-    };
-    if unrecorded(&plans) && records.refresh(platform, ctx).await {
-        plans = plan_all(records);
-    }
+    let plans = records
+        .plan(platform, ctx, plan_all, |p: &TablePlan| {
+            adoption_refused(p.refusal.as_ref())
+                || (intent == Intent::Absent && p.actions.is_empty())
+        })
+        .await;
     let mut outcomes = Vec::with_capacity(plans.len());
     for (table, plan) in desired.iter().zip(plans) {
         let mut outcome = ResourceOutcome {
@@ -305,14 +319,12 @@ async fn topics(
             })
             .collect()
     };
-    let mut plans = plan_all(records);
-    let unrecorded = |plans: &[TopicPlan]| {
-        plans.iter().any(|p| adoption_refused(p.refusals.first()))
-            || (intent == Intent::Absent && plans.iter().any(|p| p.actions.is_empty()))
-    };
-    if unrecorded(&plans) && records.refresh(platform, ctx).await {
-        plans = plan_all(records);
-    }
+    let plans = records
+        .plan(platform, ctx, plan_all, |p: &TopicPlan| {
+            adoption_refused(p.refusals.first())
+                || (intent == Intent::Absent && p.actions.is_empty())
+        })
+        .await;
     let mut outcomes = Vec::with_capacity(plans.len());
     for plan in plans {
         let mut outcome = ResourceOutcome {

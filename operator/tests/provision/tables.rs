@@ -207,14 +207,7 @@ async fn an_unowned_table_is_adopted_only_when_the_spec_says_so_and_then_reads_a
     let tables = desired(&format!("t{}", unique()), Billing::PayPerRequest);
     // A table with the service's keys that nobody tagged (made by hand, or by a tool).
     let raw = support::dynamodb().await;
-    TableProvisioner::connect(&DynamoDbTarget {
-        region: "us-east-1".into(),
-        endpoint: Some(support::dynamodb_endpoint()),
-        credentials: None,
-        timeout: TIMEOUT,
-    })
-    .await
-    .apply(
+    p.apply(
         &tables[0],
         &TableAction::Create {
             billing: Billing::PayPerRequest,
