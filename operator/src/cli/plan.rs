@@ -89,6 +89,9 @@ impl PlatformPlan {
                 topic.actions.iter().map(|a| (a.symbol(), a.to_string())),
                 topic.refusals.iter(),
             );
+            for note in &topic.notes {
+                let _ = writeln!(out, "  * topic {}: {note}", topic.name);
+            }
         }
         match &self.postgres {
             None => out.push_str("PostgreSQL: not checked (no --database-url / DATABASE_URL)\n"),

@@ -334,6 +334,7 @@ async fn topics(
                 (r.reason, messages.join("; "))
             }),
             origin: plan.origin,
+            notes: plan.notes.clone(),
             ..ResourceOutcome::default()
         };
         if outcome.refusal.is_none() {
@@ -348,15 +349,6 @@ async fn topics(
                     }
                 }
             }
-        }
-        if intent == Intent::Absent
-            && plan.actions.is_empty()
-            && observed.get(&plan.name).is_some_and(Option::is_some)
-        {
-            outcome.notes.push(format!(
-                "topic {} is kept: this platform neither created nor adopted it",
-                plan.name
-            ));
         }
         outcomes.push(outcome);
     }

@@ -124,6 +124,9 @@ pub struct TopicPlan {
     /// when it does not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// Things worth saying that are not failures (a topic kept on removal, and why).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Plans one topic. Topics carry no tags, so `recorded` (the origin the platform's status
@@ -141,6 +144,7 @@ pub fn plan_topic(
         actions: Vec::new(),
         refusals: Vec::new(),
         origin: None,
+        notes: Vec::new(),
     };
     let name = desired.name.as_str();
     let Some(observed) = observed else {
@@ -155,8 +159,11 @@ pub fn plan_topic(
         return plan;
     };
     if intent == Intent::Absent {
-        if recorded.is_some() {
-            plan.actions.push(TopicAction::Delete);
+        match recorded {
+            Some(_) => plan.actions.push(TopicAction::Delete),
+            None => plan.notes.push(format!(
+                "topic {name} is kept: this platform neither created nor adopted it"
+            )),
         }
         return plan;
     }
@@ -440,6 +447,8 @@ mod tests {
             );
         }
         assert_eq!(absent(Some(&in_shape()), None), vec![]);
+        let kept = plan_topic(&desired(), Some(&in_shape()), None, Intent::Absent);
+        assert!(kept.notes[0].contains("is kept"), "{:?}", kept.notes);
         assert_eq!(absent(None, Some(Origin::Created)), vec![]);
     }
 }
