@@ -11,7 +11,8 @@
 #                               kubectl are (ORDER_PLATFORM_HELM, ORDER_PLATFORM_KUBECTL)
 #
 # Pods of Jobs complete (kwok's default stages); a pod labelled orders.dev/simulate=fail fails
-# instead (exit code 1), so a Job made of such pods fails.
+# instead (exit code 1), so a Job made of such pods fails; one labelled orders.dev/simulate=hang
+# keeps running for an hour (a migration still in progress).
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +24,7 @@ KCM_CONTROLLERS=deployment-controller,replicaset-controller,job-controller,garba
 KCM_CONTROLLERS+=,namespace-controller,serviceaccount-controller,serviceaccount-token-controller
 KCM_CONTROLLERS+=,node-lifecycle-controller,root-ca-certificate-publisher-controller
 KCM_CONTROLLERS+=,ttl-after-finished-controller,resourcequota-controller,disruption-controller
+KCM_CONTROLLERS+=,horizontal-pod-autoscaler-controller
 KUBECONFIG_OUT="$STATE/kubeconfig"
 # kwokctl keeps its config (kwok.yaml), cluster state, PKI, pid files and logs here.
 export KWOK_WORKDIR="$STATE/kwok"
@@ -90,9 +92,12 @@ componentsPatches:
   extraArgs:
   # node-lifecycle removes the node.kubernetes.io/not-ready taint the apiserver's admission puts
   # on new nodes (without it nothing schedules); ttl-after-finished cleans up finished Jobs;
-  # resourcequota fills quota usage (tests hold a Job back with a quota); disruption fills PDB status.
+  # resourcequota fills quota usage (tests hold a Job back with a quota); disruption fills PDB status;
+  # the HPA controller keeps replicas within min and max (no metrics API here, so no more).
   - key: controllers
     value: $KCM_CONTROLLERS
+  - key: horizontal-pod-autoscaler-sync-period
+    value: 2s
 EOF
     local f
     for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
@@ -149,6 +154,33 @@ spec:
             startedAt: {{ \$now | Quote }}
       {{ end }}
       phase: Failed
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-hang-on-label
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.labels["$FAIL_LABEL"]'
+      operator: 'In'
+      values:
+      - 'hang'
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Running'
+  weight: 1
+  delay:
+    durationMilliseconds: 3600000
+  next:
+    statusTemplate: |
+      phase: Succeeded
 EOF
   } >"$KWOK_WORKDIR/kwok.yaml.tmp"
   mv -f "$KWOK_WORKDIR/kwok.yaml.tmp" "$KWOK_WORKDIR/kwok.yaml"

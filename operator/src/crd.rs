@@ -6,8 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -51,9 +55,47 @@ pub struct OrderPlatformSpec {
     /// The Service in front of the pods.
     #[serde(default)]
     pub service: ServiceSpec,
-    /// Extra environment variables of the service container (they win over the operator's).
+    /// Extra environment variables of the service container. Names the operator sets (the
+    /// database URL and everything the spec configures) are refused: set those through their
+    /// spec fields. Variables from `dynamodb.credentialsSecretRef` and
+    /// `kafka.securitySecretRef` are overridden by an entry here of the same name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(RESERVED_ENV_RULE).message("env may not set a variable the operator sets (DATABASE_URL, ORDER_SERVICE_*, KAFKA_BOOTSTRAP_SERVERS, AWS_REGION, DYNAMODB_ENDPOINT from the spec): use the spec field instead"))]
     pub env: Vec<EnvVar>,
+    /// The service account of the service pods (and of the migration Job), e.g. one annotated
+    /// for IRSA so the service reaches DynamoDB without a credentials Secret. Default: the
+    /// namespace's `default`. Its token is mounted only through projected volumes a webhook
+    /// adds (IRSA); the operator never automounts one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("serviceAccountName must be a DNS subdomain name"))]
+    #[schemars(length(max = 253))]
+    pub service_account_name: Option<String>,
+    /// Secrets for pulling `image` from a private registry, for the service pods and the
+    /// migration Job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(s, size(s.name) > 0)").message("imagePullSecrets entries need a name"))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Node labels the service pods and the migration Job must run on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the service pods and the migration Job tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of the service pods (not the migration Job), e.g. anti-affinity across zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// How the service pods spread across zones or nodes. A constraint without a
+    /// `labelSelector` gets one that selects this platform's service pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// The Deployment's rolling update: how many pods above and below the replica count a
+    /// rollout may use. Default: Kubernetes' 25% and 25%.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<RollingUpdateSpec>,
     /// Horizontal autoscaling; when set, the HPA owns the replica count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
@@ -82,6 +124,48 @@ pub struct OrderPlatformSpec {
 
 fn default_replicas() -> i32 {
     2
+}
+
+/// Names the operator sets in the service container: `env` may not repeat them (a duplicate
+/// would make every apply fail, and an override would leave the spec saying one thing and the
+/// pods doing another). A unit test checks this covers every name the builders write.
+pub const RESERVED_ENV: &[&str] = &[
+    "DATABASE_URL",
+    "ORDER_SERVICE_ADDR",
+    "ORDER_SERVICE_LOG_FORMAT",
+    "ORDER_SERVICE_SINKS",
+    "ORDER_SERVICE_TABLE_PREFIX",
+    "ORDER_SERVICE_HISTORY_RETENTION_DAYS",
+    "ORDER_SERVICE_EVENTS_TOPIC",
+    "ORDER_SERVICE_CUSTOMER_URL",
+    "ORDER_SERVICE_INVENTORY_URL",
+    "ORDER_SERVICE_PAYMENT_URL",
+    "ORDER_SERVICE_PARTICIPANT_TIMEOUT",
+    "ORDER_SERVICE_PARTICIPANT_RETRIES",
+    "ORDER_SERVICE_BREAKER_FAILURES",
+    "ORDER_SERVICE_PARTICIPANT_CONCURRENCY",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "AWS_REGION",
+    "DYNAMODB_ENDPOINT",
+];
+
+/// The CEL form of [`RESERVED_ENV`] (a test keeps the two equal).
+const RESERVED_ENV_RULE: &str = "self.all(e, !(e.name in ['DATABASE_URL', 'ORDER_SERVICE_ADDR', 'ORDER_SERVICE_LOG_FORMAT', 'ORDER_SERVICE_SINKS', 'ORDER_SERVICE_TABLE_PREFIX', 'ORDER_SERVICE_HISTORY_RETENTION_DAYS', 'ORDER_SERVICE_EVENTS_TOPIC', 'ORDER_SERVICE_CUSTOMER_URL', 'ORDER_SERVICE_INVENTORY_URL', 'ORDER_SERVICE_PAYMENT_URL', 'ORDER_SERVICE_PARTICIPANT_TIMEOUT', 'ORDER_SERVICE_PARTICIPANT_RETRIES', 'ORDER_SERVICE_BREAKER_FAILURES', 'ORDER_SERVICE_PARTICIPANT_CONCURRENCY', 'KAFKA_BOOTSTRAP_SERVERS', 'AWS_REGION', 'DYNAMODB_ENDPOINT']))";
+
+/// How a rollout replaces pods.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.maxSurge) && has(self.maxUnavailable) && (type(self.maxSurge) == int ? self.maxSurge == 0 : self.maxSurge == '0%') && (type(self.maxUnavailable) == int ? self.maxUnavailable == 0 : self.maxUnavailable == '0%'))").message("rollingUpdate.maxSurge and rollingUpdate.maxUnavailable cannot both be 0: the rollout could never replace a pod"))]
+pub struct RollingUpdateSpec {
+    /// Pods above the replica count during a rollout: a number or a percentage (default 25%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : self.matches('^[0-9]+%$')").message("rollingUpdate.maxSurge must be a number of pods (0 or more) or a percentage such as 25%"))]
+    pub max_surge: Option<IntOrString>,
+    /// Pods below the replica count during a rollout: a number or a percentage (default 25%).
+    /// 0 keeps full capacity while new pods start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 0 : self.matches('^[0-9]+%$')").message("rollingUpdate.maxUnavailable must be a number of pods (0 or more) or a percentage such as 25%"))]
+    pub max_unavailable: Option<IntOrString>,
 }
 
 /// How the order API is exposed inside the cluster.
@@ -183,7 +267,7 @@ pub struct DatabaseSpec {
 }
 
 /// A key of a Secret in the resource's namespace.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Secret name.
@@ -219,6 +303,10 @@ pub struct MigrationsSpec {
     #[serde(default = "default_deadline")]
     #[x_kube(validation = Rule::new("self >= 1").message("migrations.activeDeadlineSeconds must be at least 1"))]
     pub active_deadline_seconds: i64,
+    /// CPU and memory requests and limits of the migration container (namespaces with a
+    /// ResourceQuota need them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
 }
 
 impl Default for MigrationsSpec {
@@ -228,6 +316,7 @@ impl Default for MigrationsSpec {
             backoff_limit: default_backoff_limit(),
             pod_labels: BTreeMap::new(),
             active_deadline_seconds: default_deadline(),
+            resources: None,
         }
     }
 }
@@ -459,6 +548,11 @@ pub struct OrderPlatformStatus {
     /// The newest image whose migrations succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrated_image: Option<String>,
+    /// What those migrations were validated for: a hash of the image, the database Secret
+    /// and key, and the `platform.orders.dev/retry-migrations` annotation. A new value of any
+    /// of them runs migrations again before the pods use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated_revision: Option<String>,
     /// The image the Deployment runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_image: Option<String>,
@@ -533,6 +627,15 @@ mod tests {
             Some(Some(2))
         );
         assert_eq!(full.spec.autoscaling.unwrap().max_replicas, 10);
+    }
+
+    #[test]
+    fn the_cel_rule_refuses_exactly_the_reserved_names() {
+        let quoted: Vec<String> = RESERVED_ENV.iter().map(|n| format!("'{n}'")).collect();
+        assert_eq!(
+            RESERVED_ENV_RULE,
+            format!("self.all(e, !(e.name in [{}]))", quoted.join(", "))
+        );
     }
 
     #[test]

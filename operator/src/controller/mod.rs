@@ -6,6 +6,7 @@ mod claims;
 mod error;
 mod external;
 mod reconcile;
+mod rollout;
 pub mod status;
 
 use std::collections::HashMap;

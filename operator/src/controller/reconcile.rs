@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
@@ -16,17 +17,17 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::build::{self, COMPONENT_LABEL, INSTANCE_LABEL};
+use super::build::{self, Revision, COMPONENT_LABEL, INSTANCE_LABEL};
 use super::status::{self, ResourceOutcome, Truth, Verdict};
-use super::{external, Context, Error};
+use super::{external, rollout, Context, Error};
 use crate::crd::{DeletionPolicy, OrderPlatform, OrderPlatformStatus};
 use crate::provision::Intent;
 
 /// The one field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "order-operator";
 pub const FINALIZER: &str = "platform.orders.dev/cleanup";
-/// Migration Jobs kept per platform (the newest), for `kubectl logs` after the fact.
-const KEEP_JOBS: usize = 3;
+/// The field manager that holds `replicas` while autoscaling takes it over.
+const HANDOVER_FIELD_MANAGER: &str = "order-operator-autoscaling-handover";
 
 pub async fn reconcile(platform: Arc<OrderPlatform>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -47,7 +48,8 @@ pub async fn reconcile(platform: Arc<OrderPlatform>, ctx: Arc<Context>) -> Resul
 /// What exists now.
 struct Observed {
     deployment: Option<Deployment>,
-    job: Option<Job>,
+    /// This platform's migration Jobs.
+    jobs: Vec<Job>,
 }
 
 async fn observe(
@@ -58,7 +60,7 @@ async fn observe(
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let name = platform.name_any();
-    let job_name = build::migration_job_name(platform, &platform.spec.image);
+    let selector = format!("{INSTANCE_LABEL}={name},{COMPONENT_LABEL}=migration");
     Ok(Observed {
         deployment: deployments
             .get_opt(&name)
@@ -67,13 +69,14 @@ async fn observe(
                 what: format!("Deployment {name}"),
                 source,
             })?,
-        job: jobs
-            .get_opt(&job_name)
+        jobs: jobs
+            .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|source| Error::Observe {
-                what: format!("Job {job_name}"),
+                what: "migration Jobs".into(),
                 source,
-            })?,
+            })?
+            .items,
     })
 }
 
@@ -155,31 +158,38 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
     status.tables = table_entries;
     status.topics = topic_entries;
 
-    // Configuration first: the Deployment's checksum is computed from it.
+    // The spec's revision, its configuration first (a new one is a new, immutable ConfigMap;
+    // the old one stays for the pods that read it).
     let config_map = build::build_config_map(platform);
-    let config = config_map.data.clone().unwrap_or_default();
+    let desired = Revision::desired(platform, config_map.name_any());
     server_side_apply(ctx, &namespace, &config_map).await?;
 
     // The rollout gate.
-    let spec_image = platform.spec.image.as_str();
-    let running_image = observed.deployment.as_ref().and_then(deployment_image);
-    let job_outcome = observed.job.as_ref().map(status::job_outcome);
-    let migration = status::gate_on_external(
-        status::decide_migration(
-            spec_image,
+    let running = observed.deployment.as_ref().and_then(Revision::running);
+    let key = desired.migration_key(platform);
+    let job_name = build::migration_job_name(platform, &key);
+    let job_outcome = observed
+        .jobs
+        .iter()
+        .find(|j| j.name_any() == job_name)
+        .map(rollout::job_outcome);
+    let migration = rollout::gate_on_external(
+        rollout::decide_migration(
+            &desired,
+            &key,
             platform.spec.database.migrations.enabled,
-            status.migrated_image.as_deref(),
-            running_image.as_deref(),
+            status.migrated_revision.as_deref(),
+            running.as_ref(),
             job_outcome.as_ref(),
         ),
         external_ready,
-        running_image.as_deref(),
+        running.as_ref(),
     );
     if migration.start_job {
         server_side_apply(
             ctx,
             &namespace,
-            &build::build_migration_job(platform, spec_image),
+            &build::build_migration_job(platform, &desired, &key),
         )
         .await?;
         publish(
@@ -187,10 +197,19 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
             platform,
             EventType::Normal,
             "MigrationStarted",
-            format!("running migrations for {spec_image}"),
+            format!(
+                "running migrations for {} against Secret {}",
+                desired.image, desired.database.name
+            ),
         )
         .await;
     }
+    delete_jobs(
+        ctx,
+        &namespace,
+        &rollout::stale_jobs(&observed.jobs, &job_name),
+    )
+    .await?;
     if migration.verdict.status != Truth::False {
         ctx.clear_warning(platform, status::MIGRATIONS_SUCCEEDED);
     } else if ctx.first_warning(
@@ -207,30 +226,52 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         )
         .await;
     }
-    status.migrated_image = migration.migrated_image.clone();
+    if migration.migrated.as_deref() == Some(key.as_str()) {
+        status.migrated_image = Some(desired.image.clone());
+    }
+    status.migrated_revision = migration.migrated.clone();
 
     // The service objects.
     let mut deployment = None;
-    if let Some(image) = &migration.deploy_image {
-        if running_image.as_deref() != Some(image.as_str()) {
+    if let Some(revision) = &migration.deploy {
+        let moves = running.as_ref() != Some(revision);
+        if moves {
             publish(
                 ctx,
                 platform,
                 EventType::Normal,
                 "RollingOut",
-                format!("the Deployment moves to {image}"),
+                format!(
+                    "the Deployment moves to {} with ConfigMap {} and Secret {}",
+                    revision.image, revision.config_map, revision.database.name
+                ),
             )
             .await;
+        }
+        if let Some(observed) = &observed.deployment {
+            if platform.spec.autoscaling.is_some()
+                && rollout::replicas_owned_by(observed, FIELD_MANAGER)
+            {
+                hand_replicas_to_autoscaler(ctx, &namespace, observed).await?;
+            }
         }
         // The applied object comes back with its status: no second read.
         deployment = Some(
             server_side_apply(
                 ctx,
                 &namespace,
-                &build::build_deployment(platform, image, &config),
+                &build::build_deployment(platform, revision),
             )
             .await?,
         );
+        if moves {
+            let in_use = [
+                desired.config_map.as_str(),
+                revision.config_map.as_str(),
+                running.as_ref().map_or("", |r| r.config_map.as_str()),
+            ];
+            prune_config_maps(platform, ctx, &namespace, &in_use).await?;
+        }
     }
     server_side_apply(ctx, &namespace, &build::build_service(platform)).await?;
     // Optional children are removed only when the spec changed: a DELETE that finds nothing
@@ -255,11 +296,8 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         }
         None => {}
     }
-    if migration.start_job {
-        prune_jobs(platform, ctx, &namespace).await?;
-    }
-
-    let (service, rolled_out) = status::service_verdict(deployment.as_ref(), spec_image);
+    let spec_image = desired.image.as_str();
+    let (service, rolled_out) = status::service_verdict(deployment.as_ref(), &desired);
     let ready = status::ready_verdict(
         &migration.verdict,
         &[&tables, &topics],
@@ -271,7 +309,10 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         status::set_condition(&mut status.conditions, verdict, generation, &now);
     }
     status.phase = Some(status::phase(&migration.verdict, &[&tables, &topics], &ready).into());
-    status.current_image = deployment.as_ref().and_then(deployment_image);
+    status.current_image = deployment
+        .as_ref()
+        .and_then(Revision::running)
+        .map(|r| r.image);
     status.ready_replicas = deployment
         .as_ref()
         .and_then(|d| d.status.as_ref())
@@ -424,19 +465,6 @@ fn release(platform: &OrderPlatform, ctx: &Context) -> Option<String> {
     })
 }
 
-fn deployment_image(deployment: &Deployment) -> Option<String> {
-    deployment
-        .spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .image
-        .clone()
-}
-
 /// Server-side apply with the operator's field manager; `force` takes fields over from
 /// whoever edited them by hand, so drift is corrected.
 async fn server_side_apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K, Error>
@@ -484,43 +512,103 @@ where
     }
 }
 
-/// Keeps the newest migration Jobs and deletes older ones (with their pods).
-async fn prune_jobs(platform: &OrderPlatform, ctx: &Context, namespace: &str) -> Result<(), Error> {
+/// Deletes migration Jobs with their pods (a running one stops migrating).
+async fn delete_jobs(ctx: &Context, namespace: &str, names: &[String]) -> Result<(), Error> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!(
-        "{INSTANCE_LABEL}={},{COMPONENT_LABEL}=migration",
-        platform.name_any()
-    );
-    let mut jobs = api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|source| Error::Observe {
-            what: "migration Jobs".into(),
-            source,
-        })?
-        .items;
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.metadata.creation_timestamp.clone()));
-    let current = build::migration_job_name(platform, &platform.spec.image);
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
         ..DeleteParams::default()
     };
-    for job in jobs
-        .iter()
-        .skip(KEEP_JOBS)
-        .filter(|j| j.name_any() != current)
-    {
-        match api.delete(&job.name_any(), &params).await {
-            Ok(_) => {}
+    for name in names {
+        match api.delete(name, &params).await {
+            Ok(_) => tracing::info!(job = %name, "deleted a migration Job no longer wanted"),
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(source) => {
                 return Err(Error::Delete {
-                    what: format!("Job {}", job.name_any()),
+                    what: format!("Job {name}"),
                     source,
                 })
             }
         }
     }
+    Ok(())
+}
+
+/// Deletes configuration ConfigMaps no revision uses, beyond the newest few; and the single
+/// mutable `<name>-config` of operators before content-named ConfigMaps.
+async fn prune_config_maps(
+    platform: &OrderPlatform,
+    ctx: &Context,
+    namespace: &str,
+    in_use: &[&str],
+) -> Result<(), Error> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+    let selector = format!(
+        "{INSTANCE_LABEL}={},{COMPONENT_LABEL}={}",
+        platform.name_any(),
+        build::CONFIG_COMPONENT
+    );
+    let maps = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::Observe {
+            what: "configuration ConfigMaps".into(),
+            source,
+        })?
+        .items;
+    let mut stale = rollout::stale_config_maps(
+        maps.iter().map(|m| {
+            (
+                m.metadata.name.as_deref().unwrap_or_default(),
+                m.metadata.creation_timestamp.as_ref(),
+            )
+        }),
+        in_use,
+    );
+    let legacy = format!("{}-config", platform.name_any());
+    if !in_use.contains(&legacy.as_str()) {
+        stale.push(legacy);
+    }
+    for name in stale {
+        delete_if_present::<ConfigMap>(ctx, namespace, &name).await?;
+    }
+    Ok(())
+}
+
+/// Turning autoscaling on: the applied Deployment stops naming `replicas`, and a field no
+/// manager owns any more is removed, which resets the Deployment to 1 pod until the HPA acts.
+/// So another field manager first takes the current count over (the handover the
+/// server-side apply documentation describes), and the HPA's own updates take it from there.
+async fn hand_replicas_to_autoscaler(
+    ctx: &Context,
+    namespace: &str,
+    deployment: &Deployment,
+) -> Result<(), Error> {
+    let name = deployment.name_any();
+    let replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas},
+    });
+    api.patch(
+        &name,
+        &PatchParams::apply(HANDOVER_FIELD_MANAGER),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::Apply {
+        kind: "Deployment",
+        name: name.clone(),
+        source,
+    })?;
+    tracing::info!(deployment = %name, replicas, "handed the replica count over to the autoscaler");
     Ok(())
 }
 

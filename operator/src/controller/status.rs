@@ -4,9 +4,9 @@
 //! status flips, `observedGeneration` on every condition.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::build::Revision;
 use crate::crd::ExternalResourceStatus;
 use crate::provision::Origin;
 
@@ -93,113 +93,8 @@ pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);
 }
 
-/// How a migration Job ended, if it did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobOutcome {
-    Running,
-    Succeeded,
-    Failed { reason: String, message: String },
-}
-
-/// Reads a Job's terminal conditions.
-pub fn job_outcome(job: &Job) -> JobOutcome {
-    let conditions = job
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_deref())
-        .unwrap_or_default();
-    let holds = |t: &str| {
-        conditions
-            .iter()
-            .find(|c| c.type_ == t && c.status == "True")
-    };
-    if holds("Complete").is_some() {
-        return JobOutcome::Succeeded;
-    }
-    match holds("Failed") {
-        Some(failed) => JobOutcome::Failed {
-            reason: failed.reason.clone().unwrap_or_else(|| "Failed".into()),
-            message: failed.message.clone().unwrap_or_default(),
-        },
-        None => JobOutcome::Running,
-    }
-}
-
-/// What the migration step decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MigrationDecision {
-    /// Create the Job for the spec's image (it does not exist yet).
-    pub start_job: bool,
-    /// The image the Deployment should run; `None`: no Deployment yet.
-    pub deploy_image: Option<String>,
-    /// The image whose migrations are known to have succeeded, after this step.
-    pub migrated_image: Option<String>,
-    pub verdict: Verdict,
-}
-
-/// The rollout gate: the Deployment moves to the spec's image only once that image's
-/// migration Job succeeded; until then it keeps the image it runs.
-pub fn decide_migration(
-    spec_image: &str,
-    enabled: bool,
-    migrated_image: Option<&str>,
-    running_image: Option<&str>,
-    job: Option<&JobOutcome>,
-) -> MigrationDecision {
-    let done = |reason: &'static str, message: String| MigrationDecision {
-        start_job: false,
-        deploy_image: Some(spec_image.to_owned()),
-        migrated_image: Some(spec_image.to_owned()),
-        verdict: Verdict::new(MIGRATIONS_SUCCEEDED, Truth::True, reason, message),
-    };
-    if !enabled {
-        return done("Disabled", "migrations are disabled in the spec".into());
-    }
-    if migrated_image == Some(spec_image) {
-        return done(
-            "Succeeded",
-            format!("migrations for {spec_image} succeeded"),
-        );
-    }
-    let hold = |start_job: bool, verdict: Verdict| MigrationDecision {
-        start_job,
-        deploy_image: running_image.map(str::to_owned),
-        migrated_image: migrated_image.map(str::to_owned),
-        verdict,
-    };
-    match job {
-        None => hold(
-            true,
-            Verdict::new(MIGRATIONS_SUCCEEDED, Truth::Unknown, "Starting", format!("starting the migration Job for {spec_image}")),
-        ),
-        Some(JobOutcome::Running) => hold(
-            false,
-            Verdict::new(MIGRATIONS_SUCCEEDED, Truth::Unknown, "Running", format!("migrations for {spec_image} are running")),
-        ),
-        Some(JobOutcome::Succeeded) => done("Succeeded", format!("migrations for {spec_image} succeeded")),
-        Some(JobOutcome::Failed { reason, message }) => hold(
-            false,
-            Verdict::new(
-                MIGRATIONS_SUCCEEDED,
-                Truth::False,
-                job_reason(reason),
-                format!("the migration Job for {spec_image} failed ({reason}: {message}); the Deployment keeps {}", running_image.unwrap_or("no image")),
-            ),
-        ),
-    }
-}
-
-/// Job failure reasons we pass through as stable condition reasons.
-fn job_reason(reason: &str) -> &'static str {
-    match reason {
-        "BackoffLimitExceeded" => "BackoffLimitExceeded",
-        "DeadlineExceeded" => "DeadlineExceeded",
-        _ => "JobFailed",
-    }
-}
-
-/// Is the Deployment available, and fully rolled out to `image`?
-pub fn service_verdict(deployment: Option<&Deployment>, image: &str) -> (Verdict, bool) {
+/// Is the Deployment available, and fully rolled out to the `desired` revision?
+pub fn service_verdict(deployment: Option<&Deployment>, desired: &Revision) -> (Verdict, bool) {
     let Some(deployment) = deployment else {
         return (
             Verdict::new(
@@ -217,29 +112,24 @@ pub fn service_verdict(deployment: Option<&Deployment>, image: &str) -> (Verdict
         .unwrap_or_default()
         .iter()
         .any(|c| c.type_ == "Available" && c.status == "True");
-    let runs = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|p| p.containers.first())
-        .and_then(|c| c.image.as_deref());
+    let runs = Revision::running(deployment);
     let generation_seen = status.observed_generation >= deployment.metadata.generation;
-    let desired = deployment
+    let replicas = deployment
         .spec
         .as_ref()
         .and_then(|s| s.replicas)
         .unwrap_or(1);
-    let rolled_out = runs == Some(image)
+    let rolled_out = runs.as_ref() == Some(desired)
         && generation_seen
-        && status.updated_replicas.unwrap_or(0) >= desired
-        && status.ready_replicas.unwrap_or(0) >= desired;
+        && status.updated_replicas.unwrap_or(0) >= replicas
+        && status.ready_replicas.unwrap_or(0) >= replicas;
     let verdict = if available {
         Verdict::new(
             SERVICE_AVAILABLE,
             Truth::True,
             "Available",
             format!(
-                "{} of {desired} pods ready",
+                "{} of {replicas} pods ready",
                 status.ready_replicas.unwrap_or(0)
             ),
         )
@@ -360,19 +250,6 @@ pub fn ready_verdict(
     )
 }
 
-/// The rollout gate's second half: a new image moves only when the tables and topics it needs
-/// are in shape; otherwise the Deployment keeps the image it runs.
-pub fn gate_on_external(
-    mut decision: MigrationDecision,
-    external_ready: bool,
-    running_image: Option<&str>,
-) -> MigrationDecision {
-    if !external_ready {
-        decision.deploy_image = running_image.map(str::to_owned);
-    }
-    decision
-}
-
 /// The one-word phase shown by `kubectl get`.
 pub fn phase(migrations: &Verdict, external: &[&Verdict], ready: &Verdict) -> &'static str {
     if ready.status == Truth::True {
@@ -419,73 +296,6 @@ mod tests {
     }
 
     #[test]
-    fn a_new_image_waits_for_its_migration_job() {
-        let d = decide_migration("img:2", true, Some("img:1"), Some("img:1"), None);
-        assert!(d.start_job);
-        assert_eq!(
-            d.deploy_image.as_deref(),
-            Some("img:1"),
-            "keeps the old image"
-        );
-        assert_eq!(d.verdict.status, Truth::Unknown);
-
-        let d = decide_migration(
-            "img:2",
-            true,
-            Some("img:1"),
-            Some("img:1"),
-            Some(&JobOutcome::Running),
-        );
-        assert!(!d.start_job);
-        assert_eq!(d.deploy_image.as_deref(), Some("img:1"));
-
-        let d = decide_migration(
-            "img:2",
-            true,
-            Some("img:1"),
-            Some("img:1"),
-            Some(&JobOutcome::Succeeded),
-        );
-        assert_eq!(
-            d.deploy_image.as_deref(),
-            Some("img:2"),
-            "moves once migrated"
-        );
-        assert_eq!(d.migrated_image.as_deref(), Some("img:2"));
-        assert_eq!(d.verdict.status, Truth::True);
-    }
-
-    #[test]
-    fn a_failed_migration_keeps_the_old_image_with_the_jobs_reason() {
-        let failed = JobOutcome::Failed {
-            reason: "BackoffLimitExceeded".into(),
-            message: "Job has reached the specified backoff limit".into(),
-        };
-        let d = decide_migration("img:2", true, Some("img:1"), Some("img:1"), Some(&failed));
-        assert_eq!(d.deploy_image.as_deref(), Some("img:1"));
-        assert_eq!(d.verdict.status, Truth::False);
-        assert_eq!(d.verdict.reason, "BackoffLimitExceeded");
-        assert!(d.verdict.message.contains("keeps img:1"));
-        // First install with a failing migration: no Deployment at all.
-        assert_eq!(
-            decide_migration("img:1", true, None, None, Some(&failed)).deploy_image,
-            None
-        );
-    }
-
-    #[test]
-    fn a_migrated_or_migrationless_image_rolls_out_at_once() {
-        let d = decide_migration("img:2", true, Some("img:2"), Some("img:1"), None);
-        assert!(!d.start_job);
-        assert_eq!(d.deploy_image.as_deref(), Some("img:2"));
-        let d = decide_migration("img:2", false, None, Some("img:1"), None);
-        assert_eq!(
-            (d.verdict.reason, d.deploy_image.as_deref()),
-            ("Disabled", Some("img:2"))
-        );
-    }
-
-    #[test]
     fn ready_needs_migrations_tables_topics_availability_and_the_rollout() {
         let migrated = Verdict::new(MIGRATIONS_SUCCEEDED, Truth::True, "Succeeded", "");
         let available = Verdict::new(SERVICE_AVAILABLE, Truth::True, "Available", "");
@@ -523,17 +333,6 @@ mod tests {
         let unknown = Verdict::new(TOPICS_READY, Truth::Unknown, "Pending", "");
         let ready = ready_verdict(&migrated, &[&tables, &unknown], &available, true, "img");
         assert_eq!(ready.reason, "Provisioning");
-    }
-
-    #[test]
-    fn a_new_image_waits_for_tables_and_topics() {
-        let decision = decide_migration("img:2", true, Some("img:2"), Some("img:1"), None);
-        let held = gate_on_external(decision.clone(), false, Some("img:1"));
-        assert_eq!(held.deploy_image.as_deref(), Some("img:1"));
-        let first = gate_on_external(decision.clone(), false, None);
-        assert_eq!(first.deploy_image, None);
-        let open = gate_on_external(decision, true, Some("img:1"));
-        assert_eq!(open.deploy_image.as_deref(), Some("img:2"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::reconcile::install_crd;
+use crate::harness::install_crd;
 use crate::stack;
 use crate::support::{connect, poll_until, wait_for, TestNamespace, CONTROL_PLANE_TIMEOUT};
 

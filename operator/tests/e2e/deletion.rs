@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::conditions;
@@ -10,7 +11,7 @@ use kube::Api;
 use order_operator::controller::ABANDON_ANNOTATION;
 use serde_json::json;
 
-use crate::reconcile::{merge, Harness, IMAGE_1, SHORT_RESYNC};
+use crate::harness::*;
 use crate::stack;
 use crate::support::{connect, wait_for, CONTROL_PLANE_TIMEOUT};
 
@@ -111,4 +112,79 @@ async fn a_failing_cleanup_warns_and_the_annotation_releases_it_naming_what_was_
     assert!(stack::table_keys(&dynamodb, &h.history_table())
         .await
         .is_some());
+}
+
+#[tokio::test]
+async fn deleting_a_platform_removes_its_children_and_never_blocks() {
+    for policy in ["Retain", "Delete"] {
+        let h = Harness::start().await;
+        let mut with_policy = h.spec(IMAGE_1);
+        with_policy["deletionPolicy"] = json!(policy);
+        h.create(with_policy).await;
+        h.wait_condition("Ready", "True", None).await;
+        h.platforms()
+            .delete("shop", &DeleteParams::default())
+            .await
+            .expect("delete");
+        wait_for(
+            &h.platforms(),
+            "shop",
+            conditions::is_deleted(""),
+            CONTROL_PLANE_TIMEOUT,
+        )
+        .await;
+        wait_for(
+            &h.namespace.api::<Deployment>(),
+            "shop",
+            conditions::is_deleted(""),
+            CONTROL_PLANE_TIMEOUT,
+        )
+        .await;
+        let deleted = h.events("Deleted").await;
+        assert_eq!(deleted.len(), 1, "{policy}");
+        assert!(
+            deleted[0]
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains(policy),
+            "{policy}"
+        );
+        // Retain keeps the tables and the topic; Delete removes them before the finalizer goes.
+        let dynamodb = stack::dynamodb().await;
+        let kept = policy == "Retain";
+        for table in [h.history_table(), h.counters_table()] {
+            assert_eq!(
+                stack::table_keys(&dynamodb, &table).await.is_some(),
+                kept,
+                "{policy}: {table}"
+            );
+        }
+        let topic = h.topic();
+        stack::eventually(&format!("{policy}: topic kept={kept}"), || async {
+            stack::partitions(&topic).is_some() == kept
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn deleting_the_namespace_is_not_blocked_by_the_finalizer() {
+    let h = Harness::start().await;
+    h.create(h.spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(connect().await);
+    namespaces
+        .delete(h.namespace.name(), &DeleteParams::default())
+        .await
+        .expect("delete namespace");
+    // The namespace controller deletes the platform; the operator's cleanup removes the
+    // finalizer; then the namespace goes.
+    wait_for(
+        &namespaces,
+        h.namespace.name(),
+        conditions::is_deleted(""),
+        Duration::from_secs(120),
+    )
+    .await;
 }

@@ -74,7 +74,7 @@ impl Operator {
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     let client = connect().await;
-    crate::reconcile::install_crd(&client).await;
+    crate::harness::install_crd(&client).await;
     let namespace = TestNamespace::create(&client).await;
     let ns = namespace.name().to_owned();
     let mut operators = [Operator::start(&ns), Operator::start(&ns)];

@@ -4,9 +4,12 @@
 mod chart;
 mod control_plane;
 mod deletion;
+mod external;
+mod harness;
 mod leader;
 mod ownership;
-mod reconcile;
+mod rollout;
+mod spec;
 #[path = "../common/stack.rs"]
 mod stack;
 mod support;

@@ -5,7 +5,7 @@ use kube::api::DeleteParams;
 use kube::runtime::conditions;
 use serde_json::json;
 
-use crate::reconcile::{merge, occurrences, Harness, IMAGE_1, SHORT_RESYNC};
+use crate::harness::{merge, occurrences, Harness, IMAGE_1, SHORT_RESYNC};
 use crate::stack;
 use crate::support::{wait_for, CONTROL_PLANE_TIMEOUT};
 

@@ -1,14 +1,27 @@
 //! The service configuration, as environment in a ConfigMap (no secrets here).
+//!
+//! Each configuration is its own immutable ConfigMap, named after its content
+//! (`<name>-config-<hash>`): the Deployment names the one its revision was validated with, so
+//! a new configuration waiting for a new image's migrations never reaches the old pods.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::{child_meta, CONTAINER_PORT};
+use super::{child_meta, short_hash, CONTAINER_PORT};
 use crate::crd::OrderPlatform;
 
-pub fn config_map_name(platform: &OrderPlatform) -> String {
-    format!("{}-config", kube::ResourceExt::name_any(platform))
+/// The `app.kubernetes.io/component` of configuration ConfigMaps.
+pub const CONFIG_COMPONENT: &str = "config";
+
+fn config_map_name(platform: &OrderPlatform, data: &BTreeMap<String, String>) -> String {
+    // A BTreeMap serializes in key order: the same data always gives the same name.
+    let canonical = serde_json::to_string(data).unwrap_or_default();
+    format!(
+        "{}-config-{}",
+        kube::ResourceExt::name_any(platform),
+        short_hash(canonical.as_bytes(), 10)
+    )
 }
 
 /// Table names, topic and endpoints as the service's environment variables.
@@ -64,8 +77,9 @@ pub fn build_config_map(platform: &OrderPlatform) -> ConfigMap {
         }
     }
     ConfigMap {
-        metadata: child_meta(platform, config_map_name(platform), "api"),
+        metadata: child_meta(platform, config_map_name(platform, &data), CONFIG_COMPONENT),
         data: Some(data),
+        immutable: Some(true),
         ..ConfigMap::default()
     }
 }
@@ -115,11 +129,46 @@ mod tests {
     }
 
     #[test]
-    fn the_config_map_is_owned_by_the_platform() {
+    fn the_config_map_is_owned_by_the_platform_immutable_and_named_by_content() {
         let config = build_config_map(&OrderPlatform::test());
-        let owner = &config.metadata.owner_references.unwrap()[0];
+        let owner = &config.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(owner.kind, "OrderPlatform");
         assert_eq!(owner.controller, Some(true));
-        assert_eq!(config.metadata.name.as_deref(), Some("shop-config"));
+        assert_eq!(config.immutable, Some(true));
+        let name = config.metadata.name.clone().unwrap();
+        assert!(
+            name.starts_with("shop-config-") && name.len() == 22,
+            "{name}"
+        );
+        assert_eq!(
+            build_config_map(&OrderPlatform::test()).metadata.name,
+            Some(name.clone()),
+            "stable for the same data"
+        );
+        let mut changed = OrderPlatform::test();
+        changed.spec.kafka.bootstrap_servers = "other:9092".into();
+        assert_ne!(build_config_map(&changed).metadata.name, Some(name));
+    }
+
+    #[test]
+    fn every_name_the_operator_sets_is_reserved_in_the_crd() {
+        let mut platform = OrderPlatform::test();
+        platform.spec.dynamodb.endpoint = Some("http://moto:5000".into());
+        platform.spec.participants = Some(
+            serde_json::from_value(serde_json::json!({
+                "customerUrl": "http://c/", "inventoryUrl": "http://i/", "paymentUrl": "http://p/",
+                "timeout": "1s", "retries": 1, "breakerFailures": 2, "maxConcurrentCalls": 3
+            }))
+            .unwrap(),
+        );
+        let data = build_config_map(&platform).data.unwrap();
+        let (env, _) =
+            crate::controller::build::secret_env(&platform, &platform.spec.database.secret_ref);
+        for name in data.keys().chain(env.iter().map(|e| &e.name)) {
+            assert!(
+                crate::crd::RESERVED_ENV.contains(&name.as_str()),
+                "{name} is set by the operator but not refused in spec.env"
+            );
+        }
     }
 }

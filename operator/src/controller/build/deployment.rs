@@ -1,9 +1,9 @@
-//! The service Deployment: probes, restricted security, and a configuration checksum that
-//! rolls the pods when the ConfigMap changes.
+//! The service Deployment: probes, restricted security, placement from the spec, and the
+//! revision (image, configuration, database) the rollout gate chose.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
     ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
     HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Volume, VolumeMount,
@@ -12,10 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::config_map::config_map_name;
 use super::{
-    child_meta, container_security, labels, pod_security, secret_env, selector_labels, short_hash,
-    CONFIG_CHECKSUM, CONTAINER_PORT,
+    child_meta, container_security, labels, pod_placement, secret_env, selector_labels, Revision,
+    CONTAINER_NAME, CONTAINER_PORT,
 };
 use crate::crd::OrderPlatform;
 
@@ -33,35 +32,25 @@ fn probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
     }
 }
 
-/// The checksum of the configuration data the pods read.
-pub fn config_checksum(data: &BTreeMap<String, String>) -> String {
-    let canonical = serde_json::to_string(data).unwrap_or_default();
-    short_hash(canonical.as_bytes(), 16)
-}
-
-/// The Deployment running `image` (the operator picks it: the spec's image only once its
+/// The Deployment running `revision` (the operator picks it: the spec's only once its
 /// migrations succeeded). With autoscaling on, `replicas` is left to the HPA.
-pub fn build_deployment(
-    platform: &OrderPlatform,
-    image: &str,
-    config: &BTreeMap<String, String>,
-) -> Deployment {
+pub fn build_deployment(platform: &OrderPlatform, revision: &Revision) -> Deployment {
     let spec = &platform.spec;
-    let (mut env, mut env_from) = secret_env(platform);
+    let (mut env, mut env_from) = secret_env(platform, &revision.database);
     env.extend(spec.env.iter().cloned());
     env_from.insert(
         0,
         EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
-                name: config_map_name(platform),
+                name: revision.config_map.clone(),
                 optional: Some(false),
             }),
             ..Default::default()
         },
     );
     let container = Container {
-        name: "order-service".into(),
-        image: Some(image.into()),
+        name: CONTAINER_NAME.into(),
+        image: Some(revision.image.clone()),
         args: Some(vec!["serve".into()]),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
@@ -85,6 +74,26 @@ pub fn build_deployment(
     };
     let mut pod_labels = labels(platform, "api");
     pod_labels.extend(selector_labels(platform));
+    // A spread constraint without a selector would select nothing: default it to our pods.
+    let spread: Vec<_> = spec
+        .topology_spread_constraints
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            c.label_selector.get_or_insert_with(|| LabelSelector {
+                match_labels: Some(selector_labels(platform)),
+                ..Default::default()
+            });
+            c
+        })
+        .collect();
+    let strategy = spec.rolling_update.as_ref().map(|r| DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: r.max_surge.clone(),
+            max_unavailable: r.max_unavailable.clone(),
+        }),
+    });
     Deployment {
         metadata: child_meta(platform, platform.name_any(), "api"),
         spec: Some(DeploymentSpec {
@@ -93,25 +102,22 @@ pub fn build_deployment(
                 match_labels: Some(selector_labels(platform)),
                 ..Default::default()
             },
+            strategy,
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_CHECKSUM.to_owned(),
-                        config_checksum(config),
-                    )])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    security_context: Some(pod_security()),
-                    automount_service_account_token: Some(false),
+                    affinity: spec.affinity.clone(),
+                    topology_spread_constraints: (!spread.is_empty()).then_some(spread),
                     volumes: Some(vec![Volume {
                         name: "tmp".into(),
                         empty_dir: Some(EmptyDirVolumeSource::default()),
                         ..Default::default()
                     }]),
-                    ..Default::default()
+                    ..pod_placement(platform)
                 }),
             },
             ..Default::default()
@@ -126,8 +132,12 @@ mod tests {
     use crate::controller::build::build_config_map;
 
     fn deployment(platform: &OrderPlatform) -> Deployment {
-        let config = build_config_map(platform).data.unwrap();
-        build_deployment(platform, "img:1", &config)
+        let config = build_config_map(platform).metadata.name.unwrap();
+        let revision = Revision {
+            image: "img:1".into(),
+            ..Revision::desired(platform, config)
+        };
+        build_deployment(platform, &revision)
     }
 
     #[test]
@@ -207,26 +217,60 @@ mod tests {
     }
 
     #[test]
-    fn a_configuration_change_changes_the_pod_template() {
-        let checksum = |p: &OrderPlatform| {
-            deployment(p)
-                .spec
-                .unwrap()
-                .template
-                .metadata
-                .unwrap()
-                .annotations
-                .unwrap()[CONFIG_CHECKSUM]
-                .clone()
+    fn the_revision_names_the_configuration_and_database_the_pods_read() {
+        let platform = OrderPlatform::test();
+        let revision = Revision {
+            image: "img:7".into(),
+            config_map: "shop-config-old".into(),
+            database: crate::crd::SecretKeyRef {
+                name: "orders-db-old".into(),
+                key: "URL".into(),
+            },
         };
-        let before = OrderPlatform::test();
-        let mut after = OrderPlatform::test();
-        after.spec.kafka.bootstrap_servers = "other:9092".into();
-        assert_ne!(checksum(&before), checksum(&after));
+        let built = build_deployment(&platform, &revision);
+        assert_eq!(Revision::running(&built), Some(revision));
+    }
+
+    #[test]
+    fn placement_and_the_rolling_update_come_from_the_spec() {
+        let mut platform = OrderPlatform::test();
+        platform.spec = serde_json::from_value(serde_json::json!({
+            "image": "img:1",
+            "database": {"secretRef": {"name": "db"}},
+            "dynamodb": {"tablePrefix": "shop"},
+            "kafka": {"bootstrapServers": "k:9092", "topics": [{"name": "orders.events"}]},
+            "serviceAccountName": "orders",
+            "imagePullSecrets": [{"name": "registry"}],
+            "nodeSelector": {"pool": "apps"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}],
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}
+        }))
+        .unwrap();
+        let spec = deployment(&platform).spec.unwrap();
+        let rolling = spec.strategy.unwrap().rolling_update.unwrap();
+        assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+        assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("orders"));
+        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "registry");
+        assert_eq!(pod.node_selector.unwrap()["pool"], "apps");
         assert_eq!(
-            checksum(&before),
-            checksum(&OrderPlatform::test()),
-            "stable for the same config"
+            pod.tolerations.unwrap()[0].key.as_deref(),
+            Some("dedicated")
+        );
+        assert!(pod.affinity.unwrap().node_affinity.is_some());
+        let spread = &pod.topology_spread_constraints.unwrap()[0];
+        assert_eq!(
+            spread.label_selector.as_ref().unwrap().match_labels,
+            Some(selector_labels(&platform)),
+            "defaulted to the service pods"
+        );
+        assert_eq!(
+            deployment(&OrderPlatform::test()).spec.unwrap().strategy,
+            None,
+            "Kubernetes' defaults without rollingUpdate"
         );
     }
 

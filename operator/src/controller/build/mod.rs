@@ -7,34 +7,37 @@ mod deployment;
 mod hpa;
 mod job;
 mod pdb;
+mod revision;
 mod service;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, EnvFromSource, EnvVar, EnvVarSource, PodSecurityContext, SeccompProfile,
+    Capabilities, EnvFromSource, EnvVar, EnvVarSource, PodSecurityContext, PodSpec, SeccompProfile,
     SecretEnvSource, SecretKeySelector, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-pub use config_map::build_config_map;
+pub use config_map::{build_config_map, CONFIG_COMPONENT};
 pub use deployment::build_deployment;
 pub use hpa::build_hpa;
-pub use job::{build_migration_job, migration_job_name};
+pub use job::{build_migration_job, migration_job_name, spec_migration_job_name};
 pub use pdb::build_pdb;
+pub use revision::{Revision, RETRY_MIGRATIONS_ANNOTATION};
 pub use service::build_service;
 
-use crate::crd::OrderPlatform;
+use crate::crd::{OrderPlatform, SecretKeyRef};
 
 /// The port the service container listens on.
 pub const CONTAINER_PORT: i32 = 8080;
-/// Pod template annotation holding the checksum of the service configuration, so a
-/// configuration change rolls the pods.
-pub const CONFIG_CHECKSUM: &str = "platform.orders.dev/config-checksum";
-/// Label naming the image a migration Job migrates for.
-pub const IMAGE_HASH_LABEL: &str = "platform.orders.dev/image-hash";
+/// The service container's name in the Deployment.
+pub const CONTAINER_NAME: &str = "order-service";
+/// The variable holding the PostgreSQL URL, from the database Secret.
+pub const DATABASE_ENV: &str = "DATABASE_URL";
+/// Label naming the migration a Job runs ([`Revision::migration_key`]).
+pub const MIGRATION_LABEL: &str = "platform.orders.dev/migration";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 
@@ -115,16 +118,20 @@ pub fn container_security() -> SecurityContext {
     }
 }
 
-/// Environment both the service and the migration Job need: the database URL from its Secret,
-/// and the AWS credentials and Kafka security settings when their Secrets are named.
-pub fn secret_env(platform: &OrderPlatform) -> (Vec<EnvVar>, Vec<EnvFromSource>) {
+/// Environment both the service and the migration Job need: the database URL from `database`
+/// (the revision's, which may be older than the spec's), and the AWS credentials and Kafka
+/// security settings when their Secrets are named.
+pub fn secret_env(
+    platform: &OrderPlatform,
+    database: &SecretKeyRef,
+) -> (Vec<EnvVar>, Vec<EnvFromSource>) {
     let spec = &platform.spec;
     let env = vec![EnvVar {
-        name: "DATABASE_URL".into(),
+        name: DATABASE_ENV.into(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
-                name: spec.database.secret_ref.name.clone(),
-                key: spec.database.secret_ref.key.clone(),
+                name: database.name.clone(),
+                key: database.key.clone(),
                 optional: Some(false),
             }),
             ..Default::default()
@@ -146,6 +153,26 @@ pub fn secret_env(platform: &OrderPlatform) -> (Vec<EnvVar>, Vec<EnvFromSource>)
     })
     .collect();
     (env, env_from)
+}
+
+/// `None` for an empty list, so an unset field stays unset in the applied object.
+pub fn non_empty<T: Clone>(items: &[T]) -> Option<Vec<T>> {
+    (!items.is_empty()).then(|| items.to_vec())
+}
+
+/// Where the pods may run and what they pull with, shared by the service pods and the
+/// migration Job (the Job must run where the service may, with the same registry access).
+pub fn pod_placement(platform: &OrderPlatform) -> PodSpec {
+    let spec = &platform.spec;
+    PodSpec {
+        service_account_name: spec.service_account_name.clone(),
+        image_pull_secrets: non_empty(&spec.image_pull_secrets),
+        node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+        tolerations: non_empty(&spec.tolerations),
+        security_context: Some(pod_security()),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

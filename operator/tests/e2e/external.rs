@@ -1,0 +1,237 @@
+//! Tables and topics provisioned against moto and the real Kafka from the control plane.
+
+use crate::stack;
+use crate::support::{poll_until, CONTROL_PLANE_TIMEOUT};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use serde_json::json;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn tables_and_topics_are_provisioned_with_the_credentials_secret_before_the_rollout() {
+    let h = Harness::start().await;
+    // moto takes any key pair: what matters is that the operator reads them from the Secret.
+    // Kafka settings from the spec's Secret reach the admin client (a harmless one here).
+    for (name, data) in [
+        (
+            "aws",
+            json!({"AWS_ACCESS_KEY_ID": "from-secret", "AWS_SECRET_ACCESS_KEY": "from-secret"}),
+        ),
+        (
+            "kafka",
+            json!({"ORDER_SERVICE_KAFKA_PROPERTIES": "client.id=order-operator-test"}),
+        ),
+    ] {
+        let secret: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
+                .expect("secret");
+        h.namespace
+            .api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create secret");
+    }
+    let mut spec = h.spec(IMAGE_1);
+    merge(
+        &mut spec,
+        json!({"dynamodb": {"credentialsSecretRef": "aws"}, "kafka": {"securitySecretRef": "kafka"}}),
+    );
+    h.create(spec).await;
+    let platform = h.wait_condition("Ready", "True", None).await;
+
+    let status = platform.status.expect("status");
+    let states: Vec<_> = status
+        .tables
+        .iter()
+        .map(|t| (t.name.clone(), t.state.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (h.history_table(), "Ready".to_owned()),
+            (h.counters_table(), "Ready".to_owned())
+        ]
+    );
+    assert_eq!(status.topics[0].name, h.topic());
+    let dynamodb = stack::dynamodb().await;
+    assert_eq!(
+        stack::table_keys(&dynamodb, &h.history_table()).await,
+        Some(vec!["order_id".to_owned(), "order_version".to_owned()])
+    );
+    assert_eq!(stack::partitions(&h.topic()), Some(3));
+    let provisioned = h.events("Provisioned").await;
+    let notes: Vec<_> = provisioned
+        .iter()
+        .filter_map(|e| e.message.clone())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("create")),
+        "the Events say what was created: {notes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_credentials_secret_is_a_condition_with_a_reason() {
+    let h = Harness::start().await;
+    let mut spec = h.spec(IMAGE_1);
+    merge(
+        &mut spec,
+        json!({"dynamodb": {"credentialsSecretRef": "nowhere"}}),
+    );
+    h.create(spec).await;
+    let platform = h
+        .wait_condition("TablesReady", "False", Some("CredentialsUnavailable"))
+        .await;
+    let status = platform.status.expect("status");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("nowhere"), "{}", ready.message);
+    // The image never rolled out: no Deployment without its tables.
+    assert_eq!(h.deployment_image().await, None);
+}
+
+#[tokio::test]
+async fn kafka_settings_that_do_not_parse_are_a_condition_not_a_crash() {
+    let h = Harness::start().await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "kafka"},
+        "stringData": {"ORDER_SERVICE_KAFKA_PROPERTIES": "sasl.password"}
+    }))
+    .expect("secret");
+    h.namespace
+        .api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    let mut spec = h.spec(IMAGE_1);
+    merge(&mut spec, json!({"kafka": {"securitySecretRef": "kafka"}}));
+    h.create(spec).await;
+    let platform = h
+        .wait_condition("TopicsReady", "False", Some("InvalidKafkaProperties"))
+        .await;
+    let message = platform
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "TopicsReady")
+        .expect("TopicsReady")
+        .message;
+    assert!(message.contains("not KEY=VALUE"), "{message}");
+    assert!(
+        !message.contains("sasl.password"),
+        "the value is never echoed: {message}"
+    );
+}
+
+#[tokio::test]
+async fn a_conflicting_table_holds_the_new_image_until_the_conflict_is_removed() {
+    let h = Harness::start_with(None, SHORT_RESYNC).await;
+    h.create(h.spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+
+    // Someone replaces the history table with one of their own, keyed differently.
+    let dynamodb = stack::dynamodb().await;
+    dynamodb
+        .delete_table()
+        .table_name(h.history_table())
+        .send()
+        .await
+        .expect("delete by hand");
+    stack::create_foreign_table(&dynamodb, &h.history_table(), "id").await;
+    h.patch_spec(json!({"image": IMAGE_2})).await;
+
+    let platform = h
+        .wait_condition("TablesReady", "False", Some("KeySchemaConflict"))
+        .await;
+    let status = platform.status.expect("status");
+    assert_eq!(
+        status
+            .tables
+            .iter()
+            .find(|t| t.name == h.history_table())
+            .map(|t| t.state.as_str()),
+        Some("Refused")
+    );
+    assert!(status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "KeySchemaConflict"));
+    // Several resyncs later: still the old image, the foreign table untouched, and no new
+    // Warning (one per generation: the resync may have seen the conflict before the image
+    // change, which warns again for the new spec).
+    let warned = occurrences(&h.events("KeySchemaConflict").await);
+    assert!((1..=2).contains(&warned), "{warned}");
+    for _ in 0..3 {
+        h.wait_reconciles(1).await;
+        assert_eq!(h.deployment_image().await.as_deref(), Some(IMAGE_1));
+    }
+    assert_eq!(
+        stack::table_keys(&dynamodb, &h.history_table()).await,
+        Some(vec!["id".to_owned()])
+    );
+    assert_eq!(occurrences(&h.events("KeySchemaConflict").await), warned);
+
+    // The conflict goes away: the next resync creates the table and the image rolls out.
+    dynamodb
+        .delete_table()
+        .table_name(h.history_table())
+        .send()
+        .await
+        .expect("remove the conflict");
+    let platform = h.wait_condition("Ready", "True", None).await;
+    assert_eq!(
+        platform.status.and_then(|s| s.current_image).as_deref(),
+        Some(IMAGE_2)
+    );
+    assert_eq!(h.deployment_image().await.as_deref(), Some(IMAGE_2));
+}
+
+#[tokio::test]
+async fn a_table_and_topic_deleted_by_hand_come_back_on_the_next_resync() {
+    let h = Harness::start_with(None, SHORT_RESYNC).await;
+    h.create(h.spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+    let dynamodb = stack::dynamodb().await;
+    dynamodb
+        .delete_table()
+        .table_name(h.counters_table())
+        .send()
+        .await
+        .expect("delete by hand");
+    stack::delete_topic_by_hand(&h.topic()).await;
+
+    let counters = h.counters_table();
+    stack::eventually("the counters table to come back", || async {
+        stack::table_keys(&dynamodb, &counters).await.is_some()
+    })
+    .await;
+    let topic = h.topic();
+    stack::eventually("the topic to come back", || async {
+        stack::partitions(&topic) == Some(3)
+    })
+    .await;
+    // One Event per correction; the recorder folds repeats of a reason into one Event object
+    // (its note the first correction's, its series counting the rest).
+    poll_until(
+        CONTROL_PLANE_TIMEOUT,
+        "both corrections in Events",
+        || async {
+            let events = h.events("DriftCorrected").await;
+            let notes: String = events
+                .iter()
+                .filter_map(|e| e.message.clone())
+                .collect::<Vec<_>>()
+                .join(" | ");
+            let both = notes.contains(&counters) && notes.contains(&topic);
+            let either = notes.contains(&counters) || notes.contains(&topic);
+            (both || (either && occurrences(&events) >= 2)).then_some(())
+        },
+    )
+    .await;
+}
