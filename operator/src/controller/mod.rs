@@ -3,7 +3,10 @@
 
 pub mod build;
 mod claims;
+mod cleanup;
+mod decide;
 mod error;
+mod execute;
 mod external;
 mod reconcile;
 mod rollout;

@@ -30,6 +30,8 @@ pub use service::build_service;
 
 use crate::crd::{OrderPlatform, SecretKeyRef};
 
+/// The one field manager of every server-side apply of the operator's objects.
+pub const FIELD_MANAGER: &str = "order-operator";
 /// The port the service container listens on.
 pub const CONTAINER_PORT: i32 = 8080;
 /// The service container's name in the Deployment.
