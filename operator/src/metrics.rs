@@ -1,4 +1,5 @@
-//! Operator metrics: reconciliations, failures by reason, reconcile duration, leadership.
+//! Operator metrics: reconciliations, failures by reason, reconcile duration, leadership,
+//! each platform's readiness, and the calls to DynamoDB and Kafka.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -10,13 +11,25 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::provision::CallMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// One platform; a series per live platform, removed when it is deleted.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlatformLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// Calls the provisioners make, shared with every provisioner the controller creates.
+    pub external: CallMetrics,
+    ready: Family<PlatformLabels, Gauge>,
     reconciliations: Counter,
     failures: Family<ReasonLabels, Counter>,
     duration: Histogram,
@@ -53,10 +66,20 @@ impl Default for Metrics {
             "1 while this process holds the leader Lease",
             leader.clone(),
         );
+        let ready = Family::<PlatformLabels, Gauge>::default();
+        registry.register(
+            "platform_ready",
+            "1 while the OrderPlatform's Ready condition is True, 0 otherwise",
+            ready.clone(),
+        );
+        let external = CallMetrics::default();
+        external.register(&mut registry);
         let durations_us =
             Mutex::new(hdrhistogram::Histogram::new(3).expect("3 significant figures is valid"));
         Self {
             registry,
+            external,
+            ready,
             reconciliations,
             failures,
             duration,
@@ -92,6 +115,23 @@ impl Metrics {
         self.failures.get_or_create(&ReasonLabels { reason }).inc();
     }
 
+    pub fn set_ready(&self, namespace: &str, name: &str, ready: bool) {
+        self.ready
+            .get_or_create(&PlatformLabels {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+            .set(i64::from(ready));
+    }
+
+    /// Drops a deleted platform's series.
+    pub fn forget_platform(&self, namespace: &str, name: &str) {
+        self.ready.remove(&PlatformLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }
@@ -101,5 +141,27 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_platforms_ready_series_follows_it_and_goes_with_it() {
+        let metrics = Metrics::default();
+        metrics.set_ready("shop", "orders", false);
+        metrics.set_ready("shop", "orders", true);
+        let line = r#"order_operator_platform_ready{namespace="shop",name="orders"} 1"#;
+        assert!(metrics.render().contains(line), "{}", metrics.render());
+        metrics.forget_platform("shop", "orders");
+        assert!(!metrics.render().contains(r#"name="orders""#));
+        metrics
+            .external
+            .record("Kafka", "CreateTopics", "ok", Duration::from_millis(2));
+        assert!(metrics
+            .render()
+            .contains("order_operator_external_calls_total"));
     }
 }

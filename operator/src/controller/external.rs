@@ -21,7 +21,7 @@ use crate::provision::dynamodb::{
 use crate::provision::kafka::{
     parse_properties, plan_topic, DesiredTopic, KafkaTarget, TopicPlan, TopicProvisioner,
 };
-use crate::provision::{Desired, Intent, Origin, Refusal};
+use crate::provision::{CallMetrics, Desired, Intent, Origin, Refusal};
 
 /// The key of the spec's Kafka security Secret.
 pub const KAFKA_PROPERTIES_KEY: &str = "ORDER_SERVICE_KAFKA_PROPERTIES";
@@ -58,7 +58,11 @@ fn bounded_cache<V: Clone + Send + Sync + 'static>() -> moka::future::Cache<Stri
 }
 
 impl Connections {
-    async fn tables(&self, target: &DynamoDbTarget) -> Arc<TableProvisioner> {
+    async fn tables(
+        &self,
+        target: &DynamoDbTarget,
+        metrics: &CallMetrics,
+    ) -> Arc<TableProvisioner> {
         let key = fingerprint(&[
             &target.region,
             target.endpoint.as_deref().unwrap_or(""),
@@ -76,7 +80,11 @@ impl Connections {
         ]);
         self.tables
             .get_with(key, async {
-                Arc::new(TableProvisioner::connect(target).await)
+                Arc::new(
+                    TableProvisioner::connect(target)
+                        .await
+                        .with_metrics(metrics.clone()),
+                )
             })
             .await
     }
@@ -84,6 +92,7 @@ impl Connections {
     async fn topics(
         &self,
         target: &KafkaTarget,
+        metrics: &CallMetrics,
     ) -> Result<Arc<TopicProvisioner>, (&'static str, String)> {
         let properties: Vec<String> = target
             .properties
@@ -97,7 +106,7 @@ impl Connections {
         ]);
         self.topics
             .try_get_with(key, async {
-                TopicProvisioner::connect(target).map(Arc::new)
+                TopicProvisioner::connect(target).map(|p| Arc::new(p.with_metrics(metrics.clone())))
             })
             .await
             .map_err(|e| (e.reason(), e.to_string()))
@@ -231,7 +240,7 @@ async fn tables(
         Ok(target) => target,
         Err(problem) => return all_failed(names(), problem),
     };
-    let provisioner = ctx.connections.tables(&target).await;
+    let provisioner = ctx.connections.tables(&target, &ctx.metrics.external).await;
     let mut observed = Vec::with_capacity(desired.len());
     for table in desired {
         match provisioner.observe(&table.name).await {
@@ -299,7 +308,7 @@ async fn topics(
         Ok(target) => target,
         Err(problem) => return all_failed(names(), problem),
     };
-    let provisioner = match ctx.connections.topics(&target).await {
+    let provisioner = match ctx.connections.topics(&target, &ctx.metrics.external).await {
         Ok(provisioner) => provisioner,
         Err(problem) => return all_failed(names(), problem),
     };

@@ -108,6 +108,10 @@ impl Context {
             let prefix = format!("{key}#");
             warned.retain(|k, _| !k.starts_with(&prefix));
         }
+        self.metrics.forget_platform(
+            &platform.namespace().unwrap_or_default(),
+            &platform.name_any(),
+        );
     }
 
     fn key(platform: &OrderPlatform) -> String {

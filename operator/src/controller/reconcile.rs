@@ -122,6 +122,8 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         status::set_condition(&mut status.conditions, &verdict, generation, &now);
         status.phase = Some("Degraded".into());
         patch_status(platform, ctx, &status).await?;
+        ctx.metrics
+            .set_ready(&namespace, &platform.name_any(), false);
         if ctx.first_warning(platform, status::READY, "InvalidSpec") {
             publish(ctx, platform, EventType::Warning, "InvalidSpec", problem).await;
         }
@@ -184,6 +186,11 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         .and_then(|d| d.status.as_ref())
         .and_then(|s| s.ready_replicas);
     patch_status(platform, ctx, &status).await?;
+    ctx.metrics.set_ready(
+        &namespace,
+        &platform.name_any(),
+        ready.status == Truth::True,
+    );
 
     if let Some(reason) = external_failure {
         // A call failed (endpoint down, timeout): back off like any transient error, and count

@@ -1,5 +1,7 @@
 //! Failed calls: transient, retried by the controller with backoff, a non-zero exit in the CLI.
 
+use super::CallMetrics;
+
 /// A call to DynamoDB, Kafka or PostgreSQL that failed or did not answer in time.
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
@@ -56,19 +58,26 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Bounds a call: every call the provisioners make goes through this, so an endpoint that
+/// Bounds a call and records it in `metrics`: every call the provisioners make goes through this, so an endpoint that
 /// accepts connections but never answers cannot hang a reconcile or the CLI.
 pub async fn bounded<T>(
+    metrics: &CallMetrics,
     system: &'static str,
     operation: &'static str,
     timeout: std::time::Duration,
     call: impl std::future::Future<Output = Result<T, ProvisionError>>,
 ) -> Result<T, ProvisionError> {
-    tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| ProvisionError::Timeout {
-            system,
-            operation,
-            timeout,
-        })?
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(timeout, call).await;
+    let outcome = match &result {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "error",
+        Err(_) => "timeout",
+    };
+    metrics.record(system, operation, outcome, started.elapsed());
+    result.map_err(|_| ProvisionError::Timeout {
+        system,
+        operation,
+        timeout,
+    })?
 }

@@ -8,7 +8,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
 use super::error::bounded;
-use super::{ProvisionError, Refusal};
+use super::{CallMetrics, ProvisionError, Refusal};
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
@@ -113,7 +113,8 @@ impl SchemaProvisioner {
     }
 
     pub async fn plan(&self) -> Result<MigrationPlan, ProvisionError> {
-        let applied = bounded("PostgreSQL", "reading _sqlx_migrations", self.timeout, async {
+        // The CLI alone reads migrations: nothing registers these calls.
+        let applied = bounded(&CallMetrics::default(), "PostgreSQL", "reading _sqlx_migrations", self.timeout, async {
             let exists: Option<String> =
                 sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
                     .fetch_one(&self.pool)

@@ -9,6 +9,7 @@
 //! The controller (`controller/external.rs`) and the `plan`/`apply` commands (`cli/`) share
 //! this module; it knows nothing about Kubernetes.
 
+mod calls;
 pub mod desired;
 pub mod dynamodb;
 mod error;
@@ -17,6 +18,7 @@ pub mod migrations;
 
 use serde::Serialize;
 
+pub use calls::CallMetrics;
 pub use desired::Desired;
 pub use error::{error_chain, ProvisionError};
 

@@ -3,7 +3,7 @@
 use crate::stack;
 use crate::support::{poll_until, CONTROL_PLANE_TIMEOUT};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams};
 use serde_json::json;
 
 use crate::harness::*;
@@ -232,6 +232,53 @@ async fn a_table_and_topic_deleted_by_hand_come_back_on_the_next_resync() {
             let either = notes.contains(&counters) || notes.contains(&topic);
             (both || (either && occurrences(&events) >= 2)).then_some(())
         },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn metrics_count_each_external_call_and_the_platforms_readiness_and_resyncs_announce_nothing()
+{
+    let h = Harness::start_with(None, SHORT_RESYNC).await;
+    h.create(h.spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+    let ready = format!(
+        r#"order_operator_platform_ready{{namespace="{}",name="shop"}} 1"#,
+        h.namespace.name()
+    );
+    // The gauge is set just after the status write the wait saw.
+    let text = poll_until(CONTROL_PLANE_TIMEOUT, "the Ready gauge", || async {
+        let text = h.metrics_text();
+        text.contains(&ready).then_some(text)
+    })
+    .await;
+    for series in [
+        r#"order_operator_external_calls_total{provider="DynamoDB",operation="CreateTable",outcome="ok"} 2"#,
+        r#"order_operator_external_calls_total{provider="Kafka",operation="CreateTopics",outcome="ok"} 1"#,
+        r#"order_operator_external_call_duration_seconds_count{provider="DynamoDB",operation="DescribeTable"}"#,
+    ] {
+        assert!(text.contains(series), "{series} in\n{text}");
+    }
+
+    // Resyncs find everything in shape: no more "Provisioned" Events.
+    let provisioned = occurrences(&h.events("Provisioned").await);
+    h.wait_reconciles(3).await;
+    assert_eq!(occurrences(&h.events("Provisioned").await), provisioned);
+    assert!(
+        h.metrics_text().contains(
+            r#"order_operator_external_calls_total{provider="DynamoDB",operation="CreateTable",outcome="ok"} 2"#
+        ),
+        "nothing created again"
+    );
+
+    h.platforms()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .expect("delete");
+    poll_until(
+        CONTROL_PLANE_TIMEOUT,
+        "the platform's series to go",
+        || async { (!h.metrics_text().contains(&ready[..ready.len() - 2])).then_some(()) },
     )
     .await;
 }

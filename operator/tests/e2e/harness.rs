@@ -123,6 +123,11 @@ impl Harness {
         .await;
     }
 
+    /// The operator's metrics as `/metrics` serves them.
+    pub(crate) fn metrics_text(&self) -> String {
+        self.metrics.render()
+    }
+
     pub(crate) fn platforms(&self) -> Api<OrderPlatform> {
         self.namespace.api()
     }

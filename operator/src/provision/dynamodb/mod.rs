@@ -23,7 +23,7 @@ pub use plan::{
 };
 
 use super::error::bounded;
-use super::{Intent, Origin, ProvisionError};
+use super::{CallMetrics, Intent, Origin, ProvisionError};
 
 /// Where the tables live and how to reach them.
 #[derive(Clone)]
@@ -93,6 +93,7 @@ impl DynamoDbTarget {
 pub struct TableProvisioner {
     client: Client,
     timeout: Duration,
+    metrics: CallMetrics,
 }
 
 impl TableProvisioner {
@@ -100,7 +101,14 @@ impl TableProvisioner {
         Self {
             client: target.client().await,
             timeout: target.timeout,
+            metrics: CallMetrics::default(),
         }
+    }
+
+    /// Records every call in `metrics` (the operator's registry).
+    pub fn with_metrics(mut self, metrics: CallMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Reads each table and plans it; `recorded` gives the origin the platform's status holds
@@ -155,6 +163,7 @@ impl TableProvisioner {
     /// What exists under `name`, or `None`.
     pub async fn observe(&self, name: &str) -> Result<Option<ObservedTable>, ProvisionError> {
         let described = bounded(
+            &self.metrics,
             "DynamoDB",
             "DescribeTable",
             self.timeout,
@@ -195,25 +204,31 @@ impl TableProvisioner {
                 }
             }
         };
-        let ttl = bounded("DynamoDB", "DescribeTimeToLive", self.timeout, async {
-            let out = self
-                .client
-                .describe_time_to_live()
-                .table_name(name)
-                .send()
-                .await
-                .map_err(|e| failed("DescribeTimeToLive", name, &e))?;
-            let description = out.time_to_live_description();
-            Ok(match description.and_then(|d| d.time_to_live_status()) {
-                Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling) => Ttl::On(
-                    description
-                        .and_then(|d| d.attribute_name())
-                        .unwrap_or_default()
-                        .to_owned(),
-                ),
-                _ => Ttl::Off,
-            })
-        })
+        let ttl = bounded(
+            &self.metrics,
+            "DynamoDB",
+            "DescribeTimeToLive",
+            self.timeout,
+            async {
+                let out = self
+                    .client
+                    .describe_time_to_live()
+                    .table_name(name)
+                    .send()
+                    .await
+                    .map_err(|e| failed("DescribeTimeToLive", name, &e))?;
+                let description = out.time_to_live_description();
+                Ok(match description.and_then(|d| d.time_to_live_status()) {
+                    Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling) => Ttl::On(
+                        description
+                            .and_then(|d| d.attribute_name())
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ),
+                    _ => Ttl::Off,
+                })
+            },
+        )
         .await?;
         let tags = match table.table_arn() {
             Some(arn) => self.tags(arn).await?,
@@ -236,33 +251,39 @@ impl TableProvisioner {
         &self,
         arn: &str,
     ) -> Result<Result<BTreeMap<String, String>, String>, ProvisionError> {
-        bounded("DynamoDB", "ListTagsOfResource", self.timeout, async {
-            let mut tags = BTreeMap::new();
-            let mut token = None;
-            loop {
-                let out = match self
-                    .client
-                    .list_tags_of_resource()
-                    .resource_arn(arn)
-                    .set_next_token(token)
-                    .send()
-                    .await
-                {
-                    Ok(out) => out,
-                    Err(e @ SdkError::ServiceError(_)) => return Ok(Err(describe(&e))),
-                    Err(e) => return Err(failed("ListTagsOfResource", arn, &e)),
-                };
-                tags.extend(
-                    out.tags()
-                        .iter()
-                        .map(|t| (t.key().to_owned(), t.value().to_owned())),
-                );
-                token = out.next_token;
-                if token.is_none() {
-                    return Ok(Ok(tags));
+        bounded(
+            &self.metrics,
+            "DynamoDB",
+            "ListTagsOfResource",
+            self.timeout,
+            async {
+                let mut tags = BTreeMap::new();
+                let mut token = None;
+                loop {
+                    let out = match self
+                        .client
+                        .list_tags_of_resource()
+                        .resource_arn(arn)
+                        .set_next_token(token)
+                        .send()
+                        .await
+                    {
+                        Ok(out) => out,
+                        Err(e @ SdkError::ServiceError(_)) => return Ok(Err(describe(&e))),
+                        Err(e) => return Err(failed("ListTagsOfResource", arn, &e)),
+                    };
+                    tags.extend(
+                        out.tags()
+                            .iter()
+                            .map(|t| (t.key().to_owned(), t.value().to_owned())),
+                    );
+                    token = out.next_token;
+                    if token.is_none() {
+                        return Ok(Ok(tags));
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -281,45 +302,58 @@ impl TableProvisioner {
             }
             TableAction::WaitActive { .. } => self.wait_active(name).await?,
             TableAction::SetBilling { to, .. } => {
-                bounded("DynamoDB", "UpdateTable", self.timeout, async {
-                    let (mode, throughput) = billing_parts(*to);
-                    self.client
-                        .update_table()
-                        .table_name(name)
-                        .billing_mode(mode)
-                        .set_provisioned_throughput(throughput)
-                        .send()
-                        .await
-                        .map_err(|e| failed("UpdateTable", name, &e))
-                })
+                bounded(
+                    &self.metrics,
+                    "DynamoDB",
+                    "UpdateTable",
+                    self.timeout,
+                    async {
+                        let (mode, throughput) = billing_parts(*to);
+                        self.client
+                            .update_table()
+                            .table_name(name)
+                            .billing_mode(mode)
+                            .set_provisioned_throughput(throughput)
+                            .send()
+                            .await
+                            .map_err(|e| failed("UpdateTable", name, &e))
+                    },
+                )
                 .await?;
                 self.wait_active(name).await?;
             }
             TableAction::EnableTtl { attribute } => {
-                bounded("DynamoDB", "UpdateTimeToLive", self.timeout, async {
-                    let spec = TimeToLiveSpecification::builder()
-                        .enabled(true)
-                        .attribute_name(attribute)
-                        .build()
-                        .map_err(|e| invalid("UpdateTimeToLive", name, e))?;
-                    match self
-                        .client
-                        .update_time_to_live()
-                        .table_name(name)
-                        .time_to_live_specification(spec)
-                        .send()
-                        .await
-                    {
-                        Ok(_) => Ok(()),
-                        // A concurrent writer (another replica, a retry) got there first.
-                        Err(e) if describe(&e).contains("already enabled") => Ok(()),
-                        Err(e) => Err(failed("UpdateTimeToLive", name, &e)),
-                    }
-                })
+                bounded(
+                    &self.metrics,
+                    "DynamoDB",
+                    "UpdateTimeToLive",
+                    self.timeout,
+                    async {
+                        let spec = TimeToLiveSpecification::builder()
+                            .enabled(true)
+                            .attribute_name(attribute)
+                            .build()
+                            .map_err(|e| invalid("UpdateTimeToLive", name, e))?;
+                        match self
+                            .client
+                            .update_time_to_live()
+                            .table_name(name)
+                            .time_to_live_specification(spec)
+                            .send()
+                            .await
+                        {
+                            Ok(_) => Ok(()),
+                            // A concurrent writer (another replica, a retry) got there first.
+                            Err(e) if describe(&e).contains("already enabled") => Ok(()),
+                            Err(e) => Err(failed("UpdateTimeToLive", name, &e)),
+                        }
+                    },
+                )
                 .await?;
             }
             TableAction::Tag { tags } => {
                 let arn = bounded(
+                    &self.metrics,
                     "DynamoDB",
                     "DescribeTable",
                     self.timeout,
@@ -333,20 +367,26 @@ impl TableProvisioner {
                     .map(|(k, v)| Tag::builder().key(k).value(v).build())
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| invalid("TagResource", name, e))?;
-                let refused = bounded("DynamoDB", "TagResource", self.timeout, async {
-                    match self
-                        .client
-                        .tag_resource()
-                        .resource_arn(&arn)
-                        .set_tags(Some(tags))
-                        .send()
-                        .await
-                    {
-                        Ok(_) => Ok(None),
-                        Err(e @ SdkError::ServiceError(_)) => Ok(Some(describe(&e))),
-                        Err(e) => Err(failed("TagResource", name, &e)),
-                    }
-                })
+                let refused = bounded(
+                    &self.metrics,
+                    "DynamoDB",
+                    "TagResource",
+                    self.timeout,
+                    async {
+                        match self
+                            .client
+                            .tag_resource()
+                            .resource_arn(&arn)
+                            .set_tags(Some(tags))
+                            .send()
+                            .await
+                        {
+                            Ok(_) => Ok(None),
+                            Err(e @ SdkError::ServiceError(_)) => Ok(Some(describe(&e))),
+                            Err(e) => Err(failed("TagResource", name, &e)),
+                        }
+                    },
+                )
                 .await?;
                 if let Some(why) = refused {
                     return Ok(vec![format!(
@@ -355,13 +395,19 @@ impl TableProvisioner {
                 }
             }
             TableAction::Delete => {
-                bounded("DynamoDB", "DeleteTable", self.timeout, async {
-                    match self.client.delete_table().table_name(name).send().await {
-                        Ok(_) => Ok(()),
-                        Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
-                        Err(e) => Err(failed("DeleteTable", name, &e)),
-                    }
-                })
+                bounded(
+                    &self.metrics,
+                    "DynamoDB",
+                    "DeleteTable",
+                    self.timeout,
+                    async {
+                        match self.client.delete_table().table_name(name).send().await {
+                            Ok(_) => Ok(()),
+                            Err(e) if e.code() == Some("ResourceNotFoundException") => Ok(()),
+                            Err(e) => Err(failed("DeleteTable", name, &e)),
+                        }
+                    },
+                )
                 .await?;
             }
         }
@@ -413,7 +459,7 @@ impl TableProvisioner {
                         .map_err(|e| invalid("CreateTable", name, e))?,
                 );
         }
-        bounded("DynamoDB", "CreateTable", self.timeout, async {
+        bounded(&self.metrics, "DynamoDB", "CreateTable", self.timeout, async {
             match request.send().await {
                 Ok(_) => Ok(()),
                 // Created by someone else since we looked: not ours to tag or change. The retry's
@@ -443,22 +489,28 @@ impl TableProvisioner {
 
     /// Polls until the table is ACTIVE, for at most the call timeout.
     async fn wait_active(&self, name: &str) -> Result<(), ProvisionError> {
-        bounded("DynamoDB", "wait for ACTIVE", self.timeout, async {
-            let mut delay = Duration::from_millis(100);
-            loop {
-                let table = self.describe_table(name).await?;
-                if table
-                    .as_ref()
-                    .and_then(|t| t.table_status())
-                    .map(|s| s.as_str())
-                    == Some("ACTIVE")
-                {
-                    return Ok(());
+        bounded(
+            &self.metrics,
+            "DynamoDB",
+            "wait for ACTIVE",
+            self.timeout,
+            async {
+                let mut delay = Duration::from_millis(100);
+                loop {
+                    let table = self.describe_table(name).await?;
+                    if table
+                        .as_ref()
+                        .and_then(|t| t.table_status())
+                        .map(|s| s.as_str())
+                        == Some("ACTIVE")
+                    {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        })
+            },
+        )
         .await
     }
 }

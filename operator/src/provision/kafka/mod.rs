@@ -18,7 +18,7 @@ use rdkafka::types::RDKafkaErrorCode;
 pub use plan::{plan_topic, DesiredTopic, ObservedTopic, TopicAction, TopicPlan};
 
 use super::error::bounded;
-use super::{Intent, Origin, ProvisionError};
+use super::{CallMetrics, Intent, Origin, ProvisionError};
 
 /// The brokers and how to talk to them.
 #[derive(Clone)]
@@ -60,6 +60,7 @@ pub struct TopicProvisioner {
     /// Metadata calls block a thread each: a burst of reconciles would otherwise start one
     /// blocking thread per platform.
     metadata_calls: Arc<tokio::sync::Semaphore>,
+    metrics: CallMetrics,
 }
 
 /// Metadata requests in flight per cluster.
@@ -85,7 +86,14 @@ impl TopicProvisioner {
             servers: target.bootstrap_servers.clone(),
             timeout: target.timeout,
             metadata_calls: Arc::new(tokio::sync::Semaphore::new(METADATA_CONCURRENCY)),
+            metrics: CallMetrics::default(),
         })
+    }
+
+    /// Records every call in `metrics` (the operator's registry).
+    pub fn with_metrics(mut self, metrics: CallMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn options(&self) -> AdminOptions {
@@ -150,7 +158,7 @@ impl TopicProvisioner {
             // A little under the outer bound, so librdkafka's own error (naming the brokers and
             // the cause) wins over the bare timeout.
             let inner = timeout.mul_f64(0.9);
-            let shape = bounded("Kafka", "Metadata", timeout, async move {
+            let shape = bounded(&self.metrics, "Kafka", "Metadata", timeout, async move {
                 let _slot = calls.acquire_owned().await;
                 tokio::task::spawn_blocking(move || {
                     let metadata = admin
@@ -192,12 +200,18 @@ impl TopicProvisioner {
                 .iter()
                 .map(|n| ResourceSpecifier::Topic(n))
                 .collect();
-            let results = bounded("Kafka", "DescribeConfigs", self.timeout, async {
-                self.admin
-                    .describe_configs(&specifiers, &self.options())
-                    .await
-                    .map_err(|e| kafka_error("DescribeConfigs", "topics", e.to_string()))
-            })
+            let results = bounded(
+                &self.metrics,
+                "Kafka",
+                "DescribeConfigs",
+                self.timeout,
+                async {
+                    self.admin
+                        .describe_configs(&specifiers, &self.options())
+                        .await
+                        .map_err(|e| kafka_error("DescribeConfigs", "topics", e.to_string()))
+                },
+            )
             .await?;
             for (name, result) in existing.iter().zip(results) {
                 let resource = result
@@ -290,7 +304,7 @@ impl TopicProvisioner {
             Output = rdkafka::error::KafkaResult<Vec<Result<T, (R, RDKafkaErrorCode)>>>,
         >,
     ) -> Result<(), ProvisionError> {
-        let results = bounded("Kafka", operation, self.timeout, async {
+        let results = bounded(&self.metrics, "Kafka", operation, self.timeout, async {
             call.await
                 .map_err(|e| kafka_error(operation, name, e.to_string()))
         })
