@@ -9,7 +9,8 @@ ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-bookworm AS chef
 RUN cargo install cargo-chef --locked --version 0.1.71
-# librdkafka's build (rdkafka-sys) needs cmake besides the compiler the image has.
+# librdkafka's build (rdkafka-sys) needs cmake besides the compiler the image has; its TLS links
+# the system OpenSSL (libssl-dev is in the rust image; distroless/cc carries libssl3 at run time).
 RUN apt-get update && apt-get install -y --no-install-recommends cmake \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -10,8 +10,25 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/orde
 
 say() { printf '==> %s\n' "$*" >&2; }
 
-# ensure_rust: cargo with rustfmt and clippy (rustup is on every machine of this kind).
+# ensure_native_libs: the C libraries the crates link beyond libc: OpenSSL, for librdkafka's
+# TLS and SASL (rdkafka's `ssl` feature builds against the system's libssl).
+ensure_native_libs() {
+  command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl && return 0
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  say "installing libssl-dev and pkg-config (apt-get): librdkafka's TLS links OpenSSL"
+  { "${sudo[@]}" apt-get update -q &&
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends \
+      libssl-dev pkg-config; } >&2 || {
+    echo "installing libssl-dev and pkg-config failed: install them by hand, then retry" >&2
+    exit 1
+  }
+}
+
+# ensure_rust: cargo with rustfmt and clippy (rustup is on every machine of this kind), and the
+# native libraries the build links.
 ensure_rust() {
+  ensure_native_libs
   if ! command -v cargo >/dev/null 2>&1; then
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
   fi

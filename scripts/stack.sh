@@ -14,7 +14,8 @@
 #   postgres  PostgreSQL 15 on 127.0.0.1:${STACK_PG_PORT:-55432}, database "orders", user postgres (trust)
 #   kafka     Apache Kafka (KRaft, one combined broker+controller; version pinned in tools/kafka/pom.xml,
 #             jars fetched with Maven into ~/.cache/order-platform) on 127.0.0.1:${STACK_KAFKA_PORT:-59092},
-#             controller on 127.0.0.1:${STACK_KAFKA_CONTROLLER_PORT:-59093}; topic orders.events (3 partitions)
+#             controller on 127.0.0.1:${STACK_KAFKA_CONTROLLER_PORT:-59093}, SASL_SSL (SCRAM-SHA-512, a
+#             local CA) on 127.0.0.1:${STACK_KAFKA_SECURE_PORT:-59094}; topic orders.events (3 partitions)
 #   moto      moto_server (DynamoDB API; pinned in tools/moto/requirements.txt, virtualenv in
 #             ~/.cache/order-platform) on 127.0.0.1:${STACK_MOTO_PORT:-58000}
 # Other knobs: STACK_WAIT_TIMEOUT (seconds to wait for a service to accept connections, default 90).
@@ -409,6 +410,11 @@ stop_daemon() {
 KAFKA_HOST=127.0.0.1
 KAFKA_PORT=${STACK_KAFKA_PORT:-59092}
 KAFKA_CONTROLLER_PORT=${STACK_KAFKA_CONTROLLER_PORT:-59093}
+# A second listener with TLS and SCRAM-SHA-512, as production brokers have (MSK, Confluent,
+# Strimzi): a CA made here signs the broker's certificate; users are created with the storage.
+KAFKA_SECURE_PORT=${STACK_KAFKA_SECURE_PORT:-59094}
+KAFKA_SCRAM_USER=orders
+KAFKA_SCRAM_PASSWORD=orders-local-secret # loopback only, throwaway data
 KAFKA_TOPIC=orders.events # needed by the service until the operator provisions topics
 KAFKA_TOPIC_PARTITIONS=3
 KAFKA_POM="$ROOT/tools/kafka/pom.xml"
@@ -417,12 +423,17 @@ KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_CONF="$KAFKA_DIR/server.properties"
 KAFKA_LOG="$KAFKA_DIR/kafka.log"
 KAFKA_PIDFILE="$KAFKA_DIR/kafka.pid"
+KAFKA_TLS="$KAFKA_DIR/tls"
 KAFKA_JAVA_PACKAGE=openjdk-17-jre-headless
 is_port "$KAFKA_PORT" || die "STACK_KAFKA_PORT must be a TCP port number, got '$KAFKA_PORT'"
 is_port "$KAFKA_CONTROLLER_PORT" ||
   die "STACK_KAFKA_CONTROLLER_PORT must be a TCP port number, got '$KAFKA_CONTROLLER_PORT'"
+is_port "$KAFKA_SECURE_PORT" ||
+  die "STACK_KAFKA_SECURE_PORT must be a TCP port number, got '$KAFKA_SECURE_PORT'"
 [[ $KAFKA_PORT != "$KAFKA_CONTROLLER_PORT" ]] ||
   die "STACK_KAFKA_PORT and STACK_KAFKA_CONTROLLER_PORT must differ (both are $KAFKA_PORT)"
+[[ $KAFKA_SECURE_PORT != "$KAFKA_PORT" && $KAFKA_SECURE_PORT != "$KAFKA_CONTROLLER_PORT" ]] ||
+  die "STACK_KAFKA_SECURE_PORT must differ from the other Kafka ports"
 
 # The version comes from the POM (<kafka.version>), so the cache directory follows an upgrade.
 KAFKA_VERSION=$(sed -nE 's:^.*<kafka\.version>[[:space:]]*([^<[:space:]]+)[[:space:]]*</kafka\.version>.*$:\1:p' \
@@ -440,6 +451,10 @@ kafka_addr() { printf '%s:%s' "$KAFKA_HOST" "$KAFKA_PORT"; }
 
 kafka_env() {
   printf 'export KAFKA_BOOTSTRAP_SERVERS=%q\n' "$(kafka_addr)"
+  # The SASL_SSL listener: for tests and for trying TLS settings by hand (docs/testing.md).
+  printf 'export KAFKA_SECURE_BOOTSTRAP_SERVERS=%q\n' "$KAFKA_HOST:$KAFKA_SECURE_PORT"
+  printf 'export KAFKA_SECURE_CA=%q\n' "$KAFKA_TLS/ca.pem"
+  printf 'export KAFKA_SECURE_USER=%q KAFKA_SECURE_PASSWORD=%q\n' "$KAFKA_SCRAM_USER" "$KAFKA_SCRAM_PASSWORD"
   printf 'export ORDER_PLATFORM_KAFKA_LIB=%q\n' "$KAFKA_LIB"
   printf 'export ORDER_PLATFORM_KAFKA_LOG4J=%q\n' "$KAFKA_QUIET_LOG4J"
 }
@@ -525,18 +540,22 @@ kafka_install() {
 
 kafka_pid() { daemon_pid "$KAFKA_PIDFILE" "kafka.Kafka $KAFKA_CONF" "$KAFKA_PORT"; }
 
-# kafka_conf_port FILE KEY: the port of the listener KEY (PLAINTEXT or CONTROLLER) in FILE.
+# kafka_conf_port FILE KEY: the port of the listener KEY (PLAINTEXT, CONTROLLER, SASL_SSL) in FILE.
 kafka_conf_port() {
   sed -nE "s/^listeners=.*$2:\\/\\/[^,:]*:([0-9]+).*$/\\1/p" "$1" 2>/dev/null | head -n 1 || true
 }
 
 kafka_state() {
-  local pid port cport other
+  local pid port cport sport other
   pid=$(kafka_pid)
   if [[ -n $pid ]]; then
     port=$(kafka_conf_port "$KAFKA_CONF" PLAINTEXT)
     cport=$(kafka_conf_port "$KAFKA_CONF" CONTROLLER)
-    if [[ $port != "$KAFKA_PORT" || $cport != "$KAFKA_CONTROLLER_PORT" ]]; then
+    sport=$(kafka_conf_port "$KAFKA_CONF" SASL_SSL)
+    if [[ $sport != "$KAFKA_SECURE_PORT" ]]; then
+      echo "conflict: the broker of $KAFKA_DIR (PID $pid) runs without the SASL_SSL listener on" \
+        "$KAFKA_SECURE_PORT (an older configuration); restart it: scripts/stack.sh down kafka && scripts/stack.sh up"
+    elif [[ $port != "$KAFKA_PORT" || $cport != "$KAFKA_CONTROLLER_PORT" ]]; then
       echo "conflict: the broker of $KAFKA_DIR (PID $pid) is already running on ports $port/$cport," \
         "not $KAFKA_PORT/$KAFKA_CONTROLLER_PORT; stop it first (scripts/stack.sh down kafka, or kill $pid)" \
         "or set STACK_KAFKA_PORT=$port STACK_KAFKA_CONTROLLER_PORT=$cport"
@@ -545,7 +564,7 @@ kafka_state() {
     fi
     return 0
   fi
-  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SECURE_PORT"; do
     if port_open "$KAFKA_HOST" "$port"; then
       other=$(proc_args "$(listener_pid "$port")")
       if [[ $other == *kafka.Kafka* ]]; then
@@ -554,7 +573,7 @@ kafka_state() {
         other=$(describe_listener "$port")
       fi
       echo "conflict: $KAFKA_HOST:$port is in use by another process$other, not by the broker of" \
-        "$KAFKA_DIR; stop it or pick other ports with STACK_KAFKA_PORT / STACK_KAFKA_CONTROLLER_PORT"
+        "$KAFKA_DIR; stop it or pick other ports with STACK_KAFKA_PORT / STACK_KAFKA_CONTROLLER_PORT / STACK_KAFKA_SECURE_PORT"
       return 0
     fi
   done
@@ -629,6 +648,28 @@ kafka_ready() {
   [[ $brokers =~ ^[0-9]+$ ]] && ((brokers >= 1))
 }
 
+# kafka_tls: a CA and a broker certificate for 127.0.0.1 and localhost, made once (openssl).
+kafka_tls() {
+  [[ -s $KAFKA_TLS/broker.pem && -s $KAFKA_TLS/ca.pem ]] && return 0
+  have openssl || apt_install openssl
+  mkdir -p -- "$KAFKA_TLS" || return 1
+  log "kafka: making a CA and a broker certificate in $KAFKA_TLS"
+  (
+    cd -- "$KAFKA_TLS" &&
+      openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+        -subj /CN=order-platform-local-ca &&
+      openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj /CN=localhost &&
+      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >broker.ext &&
+      openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+        -extfile broker.ext -out broker.crt &&
+      cat broker.key broker.crt >broker.pem.tmp && mv -f broker.pem.tmp broker.pem
+  ) >"$KAFKA_DIR/tls.log" 2>&1 || {
+    tail_log "$KAFKA_DIR/tls.log"
+    log "kafka: making the TLS certificates failed"
+    return 1
+  }
+}
+
 kafka_write_conf() {
   write_if_changed "$KAFKA_CONF" <<EOF
 # Written by scripts/stack.sh on every start (edits are lost): single combined broker+controller.
@@ -636,10 +677,16 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT
+listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,CONTROLLER://$KAFKA_HOST:$KAFKA_CONTROLLER_PORT,SASL_SSL://$KAFKA_HOST:$KAFKA_SECURE_PORT
+advertised.listeners=PLAINTEXT://$KAFKA_HOST:$KAFKA_PORT,SASL_SSL://$KAFKA_HOST:$KAFKA_SECURE_PORT
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$KAFKA_TLS/broker.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$KAFKA_TLS/ca.pem
 log.dirs=$KAFKA_DATA
 num.partitions=3
 offsets.topic.replication.factor=1
@@ -668,6 +715,7 @@ kafka_new_cluster_id() {
 kafka_start() {
   local cid pid
   mkdir -p -- "$KAFKA_DIR" || return 1
+  kafka_tls || return 1
   kafka_write_conf || return 1
 
   # Format the storage once; later starts reuse it (topics and offsets survive down/up).
@@ -682,11 +730,14 @@ kafka_start() {
       echo "$cid" >"$KAFKA_DIR/cluster.id"
     fi
     log "kafka: formatting $KAFKA_DATA (cluster id $cid)"
-    if ! kafka_java kafka.tools.StorageTool format -t "$cid" -c "$KAFKA_CONF" >"$KAFKA_DIR/format.log" 2>&1; then
+    if ! kafka_java kafka.tools.StorageTool format -t "$cid" -c "$KAFKA_CONF" \
+      --add-scram "SCRAM-SHA-512=[name=$KAFKA_SCRAM_USER,password=$KAFKA_SCRAM_PASSWORD]" \
+      >"$KAFKA_DIR/format.log" 2>&1; then
       tail_log "$KAFKA_DIR/format.log"
       log "kafka: kafka.tools.StorageTool format failed"
       return 1
     fi
+    touch -- "$KAFKA_DIR/scram-users"
   fi
 
   # C1 only (-XX:TieredStopAtLevel=1): ready in ~2 s instead of ~4 s on 2 cores; a test
@@ -701,6 +752,14 @@ kafka_start() {
 
 kafka_provision() {
   local brokers err parts
+  # Storage formatted before the SASL_SSL listener existed has no SCRAM user yet.
+  if [[ ! -f $KAFKA_DIR/scram-users ]]; then
+    log "kafka: creating the SCRAM user $KAFKA_SCRAM_USER"
+    kafka_java kafka.admin.ConfigCommand --bootstrap-server "$(kafka_addr)" --alter --entity-type users \
+      --entity-name "$KAFKA_SCRAM_USER" --add-config "SCRAM-SHA-512=[password=$KAFKA_SCRAM_PASSWORD]" 2>&1 |
+      prefix_lines kafka && touch -- "$KAFKA_DIR/scram-users" ||
+      die "kafka: creating the SCRAM user $KAFKA_SCRAM_USER failed"
+  fi
   read -r brokers err parts < <(kafka_metadata "$KAFKA_PORT" "$KAFKA_TOPIC") || true
   : "$brokers"
   if [[ $err == 0 ]]; then

@@ -17,6 +17,14 @@ pub enum ProvisionError {
         resource: String,
         message: String,
     },
+    /// The brokers could not be used at all, for the reason librdkafka gave.
+    #[error("Kafka brokers {servers}: {message}")]
+    KafkaBrokers {
+        /// `KafkaAuthenticationFailed`, `KafkaTlsFailed` or `KafkaUnreachable`.
+        reason: &'static str,
+        servers: String,
+        message: String,
+    },
     #[error("PostgreSQL {operation}: {message}")]
     Database {
         operation: &'static str,
@@ -39,6 +47,7 @@ impl ProvisionError {
         match self {
             Self::DynamoDb { .. } => "DynamoDbCallFailed",
             Self::Kafka { .. } => "KafkaCallFailed",
+            Self::KafkaBrokers { reason, .. } => reason,
             Self::Database { .. } => "DatabaseCallFailed",
             Self::Timeout { .. } => "Timeout",
             Self::Refused(refusal) => refusal.reason,

@@ -29,6 +29,28 @@ pub fn kafka_servers() -> String {
     env("KAFKA_BOOTSTRAP_SERVERS")
 }
 
+/// The stack broker's SASL_SSL listener: servers, and librdkafka settings with the local CA
+/// and `password` for its SCRAM-SHA-512 user.
+pub fn secure_kafka(password: Option<&str>) -> (String, Vec<(String, String)>) {
+    let properties = [
+        ("security.protocol", "SASL_SSL".to_owned()),
+        ("sasl.mechanisms", "SCRAM-SHA-512".to_owned()),
+        ("sasl.username", env("KAFKA_SECURE_USER")),
+        (
+            "sasl.password",
+            password.map_or_else(|| env("KAFKA_SECURE_PASSWORD"), str::to_owned),
+        ),
+        ("ssl.ca.location", env("KAFKA_SECURE_CA")),
+    ];
+    (
+        env("KAFKA_SECURE_BOOTSTRAP_SERVERS"),
+        properties
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
+}
+
 /// A short unique id for names.
 pub fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()

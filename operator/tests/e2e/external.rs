@@ -282,3 +282,80 @@ async fn metrics_count_each_external_call_and_the_platforms_readiness_and_resync
     )
     .await;
 }
+
+/// `ORDER_SERVICE_KAFKA_PROPERTIES` for the stack's SASL_SSL listener, with the CA inline
+/// (`ssl.ca.pem`), as a Secret in a cluster holds it: a pod has no CA file to point at.
+fn sasl_ssl_properties(password: &str) -> String {
+    let (_, properties) = stack::secure_kafka(Some(password));
+    let ca = std::fs::read_to_string(std::env::var("KAFKA_SECURE_CA").expect("KAFKA_SECURE_CA"))
+        .expect("read the stack's CA");
+    properties
+        .into_iter()
+        .filter(|(k, _)| k != "ssl.ca.location")
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain([format!("ssl.ca.pem={}", ca.trim())])
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[tokio::test]
+async fn topics_over_sasl_ssl_a_wrong_password_is_a_condition_and_the_right_one_recovers() {
+    let h = Harness::start_with(None, SHORT_RESYNC).await;
+    let secrets = h.namespace.api::<Secret>();
+    let secret = |password: &str| -> Secret {
+        serde_json::from_value(json!({
+            "metadata": {"name": "kafka-security"},
+            "stringData": {"ORDER_SERVICE_KAFKA_PROPERTIES": sasl_ssl_properties(password)}
+        }))
+        .expect("secret")
+    };
+    secrets
+        .create(&PostParams::default(), &secret("wrong-password"))
+        .await
+        .expect("create secret");
+    let (servers, _) = stack::secure_kafka(None);
+    let mut spec = h.spec(IMAGE_1);
+    merge(
+        &mut spec,
+        json!({"kafka": {"bootstrapServers": servers, "securitySecretRef": "kafka-security"}}),
+    );
+    h.create(spec).await;
+    let platform = h
+        .wait_condition("TopicsReady", "False", Some("KafkaAuthenticationFailed"))
+        .await;
+    let message = platform
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "TopicsReady")
+        .unwrap()
+        .message;
+    assert!(message.contains("uthentication"), "{message}");
+    assert!(
+        !message.contains("wrong-password"),
+        "no secret in the status: {message}"
+    );
+    assert_eq!(
+        stack::partitions(&h.topic()),
+        None,
+        "nothing created with the wrong password"
+    );
+    assert_eq!(h.deployment_image().await, None, "nothing rolled out");
+
+    // The right password: the retry picks it up (a new client for the new settings).
+    secrets
+        .replace(
+            "kafka-security",
+            &PostParams::default(),
+            &secret(&stack::secure_kafka(None).1[3].1),
+        )
+        .await
+        .expect("replace secret");
+    h.wait_condition("Ready", "True", None).await;
+    assert_eq!(
+        stack::partitions(&h.topic()),
+        Some(3),
+        "created over SASL_SSL"
+    );
+}

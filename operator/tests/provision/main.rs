@@ -7,4 +7,5 @@ mod cli;
 mod stack;
 mod support;
 mod tables;
+mod tls;
 mod topics;

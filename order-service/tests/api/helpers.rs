@@ -38,6 +38,9 @@ pub struct Options {
     pub relay_loop: bool,
     /// Extra `serve` flags.
     pub extra_args: Vec<String>,
+    /// Create the sinks' tables and topic with the test's own settings before serving (off
+    /// for settings meant to fail, with the tables and topic made another way).
+    pub provision: bool,
 }
 
 impl Default for Options {
@@ -50,6 +53,7 @@ impl Default for Options {
             sinks: None,
             relay_loop: false,
             extra_args: Vec::new(),
+            provision: true,
         }
     }
 }
@@ -197,7 +201,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 /// Serves on an existing pool (e.g. one pointing at an unreachable server).
 pub async fn spawn_on(db: PgConnectOptions, pool: PgPool, options: Options) -> TestApp {
     let config = serve_config(&db, &options);
-    if options.sinks.is_some() {
+    if options.sinks.is_some() && options.provision {
         provision(&config.sinks).await;
     }
     let app = Application::with_pool(&config, pool.clone())

@@ -7,6 +7,7 @@ mod crash;
 mod create;
 mod errors;
 mod health;
+mod kafka_tls;
 mod lifecycle;
 mod list;
 mod outage;

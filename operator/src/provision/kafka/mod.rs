@@ -1,6 +1,7 @@
 //! Kafka topics: observe with metadata and DescribeConfigs, plan (`plan.rs`, pure), apply with
 //! the rdkafka AdminClient.
 
+mod broker_errors;
 mod plan;
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,11 +13,13 @@ use rdkafka::admin::{
     ResourceSpecifier, TopicReplication,
 };
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 pub use plan::{plan_topic, DesiredTopic, ObservedTopic, TopicAction, TopicPlan};
 
+use self::broker_errors::BrokerErrors;
 use super::error::bounded;
 use super::{CallMetrics, Intent, Origin, ProvisionError};
 
@@ -55,6 +58,9 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, String> {
 /// The platform's topics on one cluster.
 pub struct TopicProvisioner {
     admin: Arc<AdminClient<DefaultClientContext>>,
+    /// Reads metadata. A producer (never sending) rather than the admin client because its
+    /// event queue can be polled: that is where librdkafka reports why brokers failed.
+    metadata: Arc<BaseProducer<BrokerErrors>>,
     servers: String,
     timeout: Duration,
     /// Metadata calls block a thread each: a burst of reconciles would otherwise start one
@@ -76,13 +82,22 @@ impl TopicProvisioner {
         for (key, value) in &target.properties {
             config.set(key, value);
         }
-        let admin = config.create().map_err(|e| ProvisionError::Kafka {
+        let connect = |e: rdkafka::error::KafkaError| ProvisionError::Kafka {
             operation: "connect",
             resource: target.bootstrap_servers.clone(),
             message: e.to_string(),
-        })?;
+        };
+        let admin: AdminClient<DefaultClientContext> = config.create().map_err(connect)?;
+        // rdkafka takes the log level from the `log` crate, which the operator (on `tracing`)
+        // leaves off; some FAIL lines that explain a broker failure are only informational.
+        let metadata: BaseProducer<BrokerErrors> = config
+            .clone()
+            .set_log_level(RDKafkaLogLevel::Info)
+            .create_with_context(BrokerErrors::default())
+            .map_err(connect)?;
         Ok(Self {
             admin: Arc::new(admin),
+            metadata: Arc::new(metadata),
             servers: target.bootstrap_servers.clone(),
             timeout: target.timeout,
             metadata_calls: Arc::new(tokio::sync::Semaphore::new(METADATA_CONCURRENCY)),
@@ -146,11 +161,19 @@ impl TopicProvisioner {
         &self,
         names: impl IntoIterator<Item = &'a str>,
     ) -> Result<HashMap<String, Option<ObservedTopic>>, ProvisionError> {
-        let names: Vec<&str> = names.into_iter().collect();
+        self.read(names.into_iter().collect())
+            .await
+            .map_err(|e| self.explain(e))
+    }
+
+    async fn read(
+        &self,
+        names: Vec<&str>,
+    ) -> Result<HashMap<String, Option<ObservedTopic>>, ProvisionError> {
         let mut shapes: HashMap<String, (i32, i32)> = HashMap::new();
         for name in &names {
             // Metadata is a blocking librdkafka call: off the async workers.
-            let admin = self.admin.clone();
+            let client = self.metadata.clone();
             let timeout = self.timeout;
             let servers = self.servers.clone();
             let topic = (*name).to_owned();
@@ -161,10 +184,13 @@ impl TopicProvisioner {
             let shape = bounded(&self.metrics, "Kafka", "Metadata", timeout, async move {
                 let _slot = calls.acquire_owned().await;
                 tokio::task::spawn_blocking(move || {
-                    let metadata = admin
-                        .inner()
-                        .fetch_metadata(Some(&topic), inner)
-                        .map_err(|e| kafka_error("Metadata", &servers, e.to_string()))?;
+                    let fetched = client.client().fetch_metadata(Some(&topic), inner);
+                    if fetched.is_err() {
+                        // Serve the queued error events, so the context knows why.
+                        client.poll(Duration::from_millis(100));
+                    }
+                    let metadata =
+                        fetched.map_err(|e| kafka_error("Metadata", &servers, e.to_string()))?;
                     let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
                         return Ok(None);
                     };
@@ -245,6 +271,29 @@ impl TopicProvisioner {
 
     /// Runs one action on one topic.
     pub async fn apply(&self, name: &str, action: &TopicAction) -> Result<(), ProvisionError> {
+        self.run(name, action).await.map_err(|e| self.explain(e))
+    }
+
+    /// A failed call, with the brokers' own reason when librdkafka reported one meanwhile
+    /// (authentication, TLS, unreachable): that is what a person needs to act.
+    fn explain(&self, error: ProvisionError) -> ProvisionError {
+        let about_brokers = match &error {
+            ProvisionError::Kafka { .. } => true,
+            ProvisionError::Timeout { system, .. } => *system == "Kafka",
+            _ => false,
+        };
+        let recent = self.metadata.context().recent(self.timeout * 2);
+        match recent {
+            Some(failure) if about_brokers => ProvisionError::KafkaBrokers {
+                reason: failure.reason,
+                servers: self.servers.clone(),
+                message: failure.message,
+            },
+            _ => error,
+        }
+    }
+
+    async fn run(&self, name: &str, action: &TopicAction) -> Result<(), ProvisionError> {
         let options = self.options();
         match action {
             TopicAction::Create {
