@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
@@ -213,6 +213,15 @@ pub async fn run(
     )
     .default_backoff()
     .reflect(writer)
+    // A `Retain` platform has no finalizer, so no cleanup runs when it goes: forget it here.
+    .inspect_ok({
+        let ctx = ctx.clone();
+        move |event| {
+            if let watcher::Event::Delete(platform) = event {
+                ctx.forget(platform);
+            }
+        }
+    })
     .applied_objects()
     .predicate_filter(
         // Annotations too: a person releasing a stuck deletion (`abandon-external`) is heard

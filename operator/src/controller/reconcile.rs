@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -19,7 +19,7 @@ use super::decide::{decide, Observed};
 use super::execute::{execute, patch_status, publish};
 use super::status::{self, ResourceOutcome, Truth, Verdict};
 use super::{external, Context, Error};
-use crate::crd::OrderPlatform;
+use crate::crd::{DeletionPolicy, OrderPlatform};
 use crate::provision::Intent;
 
 pub use super::build::FIELD_MANAGER;
@@ -30,16 +30,64 @@ pub async fn reconcile(platform: Arc<OrderPlatform>, ctx: Arc<Context>) -> Resul
     let started = Instant::now();
     let namespace = platform.namespace().ok_or(Error::MissingNamespace)?;
     let api: Api<OrderPlatform> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, platform, |event| async {
-        match event {
-            Finalizer::Apply(platform) => apply(&platform, &ctx).await,
-            Finalizer::Cleanup(platform) => cleanup(&platform, &ctx).await,
+    let has_finalizer = platform.finalizers().iter().any(|f| f == FINALIZER);
+    let deleting = platform.metadata.deletion_timestamp.is_some();
+    let result = if needs_finalizer(&platform) || (has_finalizer && deleting) {
+        finalizer(&api, FINALIZER, platform, |event| async {
+            match event {
+                Finalizer::Apply(platform) => apply(&platform, &ctx).await,
+                Finalizer::Cleanup(platform) => cleanup(&platform, &ctx).await,
+            }
+        })
+        .await
+        .map_err(Error::from_finalizer)
+    } else if deleting {
+        // Retain without our finalizer: garbage collection removes the children.
+        Ok(Action::await_change())
+    } else {
+        if has_finalizer {
+            release_finalizer(&api, &platform).await?;
         }
-    })
-    .await
-    .map_err(Error::from_finalizer);
+        apply(&platform, &ctx).await
+    };
     ctx.metrics.reconciled(started.elapsed());
     result
+}
+
+/// Only `deletionPolicy: Delete` has work to do at deletion (the tables and topics). A
+/// `Retain` platform carries no finalizer, so deleting it, its namespace or the operator's
+/// Helm release never waits for the operator.
+fn needs_finalizer(platform: &OrderPlatform) -> bool {
+    platform.spec.deletion_policy == DeletionPolicy::Delete
+}
+
+/// Removes our finalizer from a platform switched to `Retain`. The merge patch names the
+/// resourceVersion it read, so a concurrent change to the list is a conflict, not lost.
+async fn release_finalizer(
+    api: &Api<OrderPlatform>,
+    platform: &OrderPlatform,
+) -> Result<(), Error> {
+    let kept: Vec<&String> = platform
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": platform.resource_version(),
+        "finalizers": kept,
+    }});
+    api.patch(
+        &platform.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::Apply {
+        kind: "OrderPlatform",
+        name: platform.name_any(),
+        source,
+    })
 }
 
 /// Reads what exists now: the Deployment and the platform's migration Jobs.

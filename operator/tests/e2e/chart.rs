@@ -531,3 +531,70 @@ async fn the_charts_rbac_lets_the_operator_reach_ready_and_grants_no_more() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn uninstalling_the_dev_release_removes_its_example_platform_without_the_operator() {
+    use order_operator::controller::{self, Context};
+    let client = connect().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::create(&client).await;
+    let release = release_name();
+    let chart = chart();
+    let ns = namespace.name();
+    helm(&[
+        "install",
+        &release,
+        chart.to_str().expect("UTF-8 path"),
+        "-n",
+        ns,
+        "--set",
+        "dev.enabled=true",
+        "--timeout",
+        "120s",
+    ])
+    .await;
+
+    // The operator's pod does not run here (kwok): an operator in this process stands in for
+    // it until Helm removes it, and reconciles the example platform at least once.
+    let platforms: Api<OrderPlatform> = namespace.api();
+    let ctx = std::sync::Arc::new(Context::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "order-operator".into(),
+            instance: Some("tests".into()),
+        },
+        std::sync::Arc::new(order_operator::metrics::Metrics::default()),
+        std::time::Duration::from_secs(300),
+    ));
+    let operator = tokio::spawn(controller::run(
+        ctx,
+        Some(ns.to_owned()),
+        std::future::pending(),
+    ));
+    wait_for(
+        &platforms,
+        "shop",
+        |p: Option<&OrderPlatform>| p.is_some_and(|p| p.status.is_some()),
+        CONTROL_PLANE_TIMEOUT,
+    )
+    .await;
+    operator.abort();
+
+    helm(&[
+        "uninstall",
+        &release,
+        "-n",
+        ns,
+        "--wait",
+        "--timeout",
+        "120s",
+    ])
+    .await;
+    wait_for(
+        &platforms,
+        "shop",
+        conditions::is_deleted(""),
+        CONTROL_PLANE_TIMEOUT,
+    )
+    .await;
+}

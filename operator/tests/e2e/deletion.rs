@@ -1,5 +1,6 @@
 //! Deletion never hangs: a `deletionPolicy: Delete` cleanup that keeps failing is retried with
-//! a Warning, then released after a bound or by an annotation, saying what was left behind.
+//! a Warning, then released after a bound or by an annotation, saying what was left behind; and
+//! a `Retain` platform needs no operator to go.
 
 use std::time::Duration;
 
@@ -8,12 +9,14 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::conditions;
 use kube::Api;
-use order_operator::controller::ABANDON_ANNOTATION;
+use kube::ResourceExt;
+use order_operator::controller::{ABANDON_ANNOTATION, FINALIZER};
+use order_operator::crd::OrderPlatform;
 use serde_json::json;
 
 use crate::harness::*;
 use crate::stack;
-use crate::support::{connect, wait_for, CONTROL_PLANE_TIMEOUT};
+use crate::support::{connect, poll_until, wait_for, CONTROL_PLANE_TIMEOUT};
 
 /// A platform with `Delete` whose DynamoDB credentials come from the Secret `aws`, Ready.
 async fn ready_with_credentials_secret(h: &Harness) {
@@ -140,16 +143,19 @@ async fn deleting_a_platform_removes_its_children_and_never_blocks() {
             CONTROL_PLANE_TIMEOUT,
         )
         .await;
-        let deleted = h.events("Deleted").await;
-        assert_eq!(deleted.len(), 1, "{policy}");
-        assert!(
-            deleted[0]
-                .message
-                .as_deref()
-                .unwrap_or_default()
-                .contains(policy),
-            "{policy}"
-        );
+        // Delete runs a cleanup and says what it did; Retain has no finalizer and no cleanup.
+        if policy == "Delete" {
+            let deleted = h.events("Deleted").await;
+            assert_eq!(deleted.len(), 1, "{policy}");
+            assert!(
+                deleted[0]
+                    .message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains(policy),
+                "{policy}"
+            );
+        }
         // Retain keeps the tables and the topic; Delete removes them before the finalizer goes.
         let dynamodb = stack::dynamodb().await;
         let kept = policy == "Retain";
@@ -185,6 +191,62 @@ async fn deleting_the_namespace_is_not_blocked_by_the_finalizer() {
         h.namespace.name(),
         conditions::is_deleted(""),
         Duration::from_secs(120),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn only_a_delete_policy_holds_a_finalizer_so_a_retain_platform_never_waits_for_the_operator()
+{
+    let h = Harness::start_with(None, SHORT_RESYNC).await;
+    h.create(h.spec(IMAGE_1)).await;
+    h.wait_condition("Ready", "True", None).await;
+    let holds = |p: &OrderPlatform| p.finalizers().iter().any(|f| f == FINALIZER);
+    assert!(!holds(&h.platforms().get("shop").await.unwrap()));
+
+    h.patch_spec(json!({"deletionPolicy": "Delete"})).await;
+    wait_for(
+        &h.platforms(),
+        "shop",
+        move |p: Option<&OrderPlatform>| p.is_some_and(holds),
+        CONTROL_PLANE_TIMEOUT,
+    )
+    .await;
+    h.patch_spec(json!({"deletionPolicy": "Retain"})).await;
+    wait_for(
+        &h.platforms(),
+        "shop",
+        move |p: Option<&OrderPlatform>| p.is_some_and(|p| !holds(p)),
+        CONTROL_PLANE_TIMEOUT,
+    )
+    .await;
+
+    // The operator is gone (uninstalled, crashed): deleting the platform still completes.
+    h.stop_operator();
+    h.platforms()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for(
+        &h.platforms(),
+        "shop",
+        conditions::is_deleted(""),
+        CONTROL_PLANE_TIMEOUT,
+    )
+    .await;
+    poll_until(
+        CONTROL_PLANE_TIMEOUT,
+        "the Deployment to be collected",
+        || async {
+            let gone = h
+                .namespace
+                .api::<Deployment>()
+                .get_opt("shop")
+                .await
+                .ok()?
+                .is_none();
+            gone.then_some(())
+        },
     )
     .await;
 }

@@ -123,6 +123,11 @@ impl Harness {
         .await;
     }
 
+    /// Stops the in-process operator, as uninstalling it would.
+    pub(crate) fn stop_operator(&self) {
+        self.operator.abort();
+    }
+
     /// The operator's metrics as `/metrics` serves them.
     pub(crate) fn metrics_text(&self) -> String {
         self.metrics.render()

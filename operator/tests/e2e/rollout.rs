@@ -24,7 +24,10 @@ async fn a_new_platform_migrates_first_then_serves_and_becomes_ready() {
     h.create(h.spec(IMAGE_1)).await;
     let platform = h.wait_condition("Ready", "True", None).await;
 
-    assert!(platform.finalizers().iter().any(|f| f == FINALIZER));
+    assert!(
+        !platform.finalizers().iter().any(|f| f == FINALIZER),
+        "Retain (the default) has nothing to do at deletion: no finalizer"
+    );
     let status = platform.status.unwrap();
     assert_eq!(status.phase.as_deref(), Some("Ready"));
     assert_eq!(status.current_image.as_deref(), Some(IMAGE_1));
