@@ -7,7 +7,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -280,11 +280,12 @@ pub(crate) async fn publish(
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(error) = ctx
-        .recorder
-        .publish(&event, &platform.object_ref(&()))
-        .await
-    {
+    // A Recorder folds Events with the same reason about one object into a series for a few
+    // minutes and keeps the first note: "topics created" would become a second count of
+    // "tables created", a second rollout a count of the first. The operator publishes only on
+    // a change or a first refusal, so each Event stands on its own, from a fresh Recorder.
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(error) = recorder.publish(&event, &platform.object_ref(&())).await {
         tracing::warn!(error = %super::error_chain(&error), reason, "publishing an Event failed");
     }
 }

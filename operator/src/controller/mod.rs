@@ -24,7 +24,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::{predicates, reflector, watcher, Controller, Predicate, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 
@@ -38,7 +38,8 @@ use crate::metrics::Metrics;
 /// What every reconcile can reach.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// Who publishes the Events (see `execute::publish`).
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object, for per-object exponential backoff.
     failures: Mutex<HashMap<String, usize>>,
@@ -66,7 +67,7 @@ impl Context {
         resync: Duration,
     ) -> Self {
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             metrics,
             failures: Mutex::new(HashMap::new()),

@@ -262,6 +262,17 @@ async fn metrics_count_each_external_call_and_the_platforms_readiness_and_resync
 
     // Resyncs find everything in shape: no more "Provisioned" Events.
     let provisioned = occurrences(&h.events("Provisioned").await);
+    // One Event each for the tables and the topic: neither note folded into the other's.
+    let notes: Vec<String> = h
+        .events("Provisioned")
+        .await
+        .into_iter()
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.contains("table")) && notes.iter().any(|n| n.contains("topic")),
+        "{notes:?}"
+    );
     h.wait_reconciles(3).await;
     assert_eq!(occurrences(&h.events("Provisioned").await), provisioned);
     assert!(
