@@ -106,7 +106,8 @@ impl ClientContext for BrokerErrors {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(%error, reason, "librdkafka");
+        // Debug: the cause reaches the condition or the CLI error; a retry loop would repeat it.
+        tracing::debug!(%error, reason, "librdkafka");
         let code = error.rdkafka_error_code();
         if let Some(kind) = code.and_then(classify) {
             let failure = BrokerFailure {
