@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::conditions;
 use kube::Api;
 use kube::ResourceExt;
@@ -20,16 +20,11 @@ use crate::support::{connect, poll_until, wait_for, CONTROL_PLANE_TIMEOUT};
 
 /// A platform with `Delete` whose DynamoDB credentials come from the Secret `aws`, Ready.
 async fn ready_with_credentials_secret(h: &Harness) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "aws"},
-        "stringData": {"AWS_ACCESS_KEY_ID": "from-secret", "AWS_SECRET_ACCESS_KEY": "from-secret"}
-    }))
-    .expect("secret");
-    h.namespace
-        .api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create secret");
+    h.secret(
+        "aws",
+        json!({"AWS_ACCESS_KEY_ID": "from-secret", "AWS_SECRET_ACCESS_KEY": "from-secret"}),
+    )
+    .await;
     let mut spec = h.spec(IMAGE_1);
     merge(
         &mut spec,
@@ -177,8 +172,7 @@ async fn deleting_a_platform_removes_its_children_and_never_blocks() {
 #[tokio::test]
 async fn deleting_the_namespace_is_not_blocked_by_the_finalizer() {
     let h = Harness::start().await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(connect().await);
     namespaces
         .delete(h.namespace.name(), &DeleteParams::default())
@@ -199,8 +193,7 @@ async fn deleting_the_namespace_is_not_blocked_by_the_finalizer() {
 async fn only_a_delete_policy_holds_a_finalizer_so_a_retain_platform_never_waits_for_the_operator()
 {
     let h = Harness::start_with(None, SHORT_RESYNC).await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     let holds = |p: &OrderPlatform| p.finalizers().iter().any(|f| f == FINALIZER);
     assert!(!holds(&h.platforms().get("shop").await.unwrap()));
 

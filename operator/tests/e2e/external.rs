@@ -98,16 +98,11 @@ async fn a_missing_credentials_secret_is_a_condition_with_a_reason() {
 #[tokio::test]
 async fn kafka_settings_that_do_not_parse_are_a_condition_not_a_crash() {
     let h = Harness::start().await;
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "kafka"},
-        "stringData": {"ORDER_SERVICE_KAFKA_PROPERTIES": "sasl.password"}
-    }))
-    .expect("secret");
-    h.namespace
-        .api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create secret");
+    h.secret(
+        "kafka",
+        json!({"ORDER_SERVICE_KAFKA_PROPERTIES": "sasl.password"}),
+    )
+    .await;
     let mut spec = h.spec(IMAGE_1);
     merge(&mut spec, json!({"kafka": {"securitySecretRef": "kafka"}}));
     h.create(spec).await;
@@ -132,8 +127,7 @@ async fn kafka_settings_that_do_not_parse_are_a_condition_not_a_crash() {
 #[tokio::test]
 async fn a_conflicting_table_holds_the_new_image_until_the_conflict_is_removed() {
     let h = Harness::start_with(None, SHORT_RESYNC).await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
 
     // Someone replaces the history table with one of their own, keyed differently.
     let dynamodb = stack::dynamodb().await;
@@ -195,8 +189,7 @@ async fn a_conflicting_table_holds_the_new_image_until_the_conflict_is_removed()
 #[tokio::test]
 async fn a_table_and_topic_deleted_by_hand_come_back_on_the_next_resync() {
     let h = Harness::start_with(None, SHORT_RESYNC).await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     let dynamodb = stack::dynamodb().await;
     dynamodb
         .delete_table()
@@ -240,8 +233,7 @@ async fn a_table_and_topic_deleted_by_hand_come_back_on_the_next_resync() {
 async fn metrics_count_each_external_call_and_the_platforms_readiness_and_resyncs_announce_nothing()
 {
     let h = Harness::start_with(None, SHORT_RESYNC).await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     let ready = format!(
         r#"order_operator_platform_ready{{namespace="{}",name="shop"}} 1"#,
         h.namespace.name()

@@ -167,6 +167,24 @@ impl Harness {
         format!("{}.events", self.namespace.name())
     }
 
+    /// Creates a Secret in the test namespace with `data` as its `stringData`.
+    pub(crate) async fn secret(&self, name: &str, data: serde_json::Value) {
+        let secret: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
+                .expect("secret");
+        self.namespace
+            .api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create secret");
+    }
+
+    /// Creates the platform `shop` with `spec` and waits until it is Ready.
+    pub(crate) async fn create_ready(&self, spec: serde_json::Value) -> OrderPlatform {
+        self.create(spec).await;
+        self.wait_condition("Ready", "True", None).await
+    }
+
     pub(crate) async fn create(&self, spec: serde_json::Value) -> OrderPlatform {
         self.create_named("shop", spec).await
     }

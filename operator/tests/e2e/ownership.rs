@@ -109,8 +109,7 @@ async fn a_second_platform_in_another_namespace_gets_neither_the_first_ones_tabl
 #[tokio::test]
 async fn of_two_platforms_naming_one_topic_the_older_keeps_it_even_against_adoption() {
     let h = Harness::start_with(None, SHORT_RESYNC).await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     let platform = h.platforms().get("shop").await.expect("first");
     let topics = platform.status.expect("status").topics;
     assert_eq!(topics[0].origin.as_deref(), Some("Created"));

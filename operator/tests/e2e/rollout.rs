@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::support::{poll_until, wait_for, CONTROL_PLANE_TIMEOUT};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, ResourceQuota, ResourceQuotaSpec, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ResourceQuota, ResourceQuotaSpec, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::conditions;
@@ -99,8 +99,7 @@ async fn a_new_platform_migrates_first_then_serves_and_becomes_ready() {
 #[tokio::test]
 async fn an_image_change_waits_for_its_migration_job_before_the_deployment_moves() {
     let h = Harness::start().await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
 
     // A quota at today's pod count keeps the next migration Job from starting its pod.
     let quota = ResourceQuota {
@@ -156,8 +155,7 @@ async fn an_image_change_waits_for_its_migration_job_before_the_deployment_moves
 #[tokio::test]
 async fn a_failed_migration_keeps_the_old_deployment_and_a_fixed_image_recovers() {
     let h = Harness::start().await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
 
     h.patch_spec(json!({"image": IMAGE_2, "database": {"migrations": {"podLabels": {"orders.dev/simulate": "fail"}}}})).await;
     let platform = h
@@ -202,8 +200,7 @@ async fn a_failed_migration_keeps_the_old_deployment_and_a_fixed_image_recovers(
 #[tokio::test]
 async fn a_config_change_rolls_the_pods_and_a_deleted_child_comes_back() {
     let h = Harness::start().await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     let before = running_revision(&h).await;
 
     h.patch_spec(json!({"dynamodb": {"historyRetentionDays": 30}}))
@@ -252,8 +249,7 @@ async fn a_config_change_rolls_the_pods_and_a_deleted_child_comes_back() {
 #[tokio::test]
 async fn old_migration_jobs_are_pruned_to_the_newest_three() {
     let h = Harness::start().await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     let images: Vec<String> = (2..=5)
         .map(|v| format!("registry.example/order-service:{v}.0.0"))
         .collect();
@@ -333,8 +329,7 @@ async fn live_jobs(h: &Harness) -> Vec<String> {
 #[tokio::test]
 async fn a_failed_migration_is_retried_with_the_annotation_without_changing_the_image() {
     let h = Harness::start_with(None, SHORT_RESYNC).await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     h.patch_spec(json!({"image": IMAGE_2, "database": {"migrations": {"podLabels": {"orders.dev/simulate": "fail"}}}})).await;
     let failed = h
         .wait_condition("MigrationsSucceeded", "False", Some("BackoffLimitExceeded"))
@@ -376,8 +371,7 @@ async fn a_failed_migration_is_retried_with_the_annotation_without_changing_the_
 #[tokio::test]
 async fn a_migration_job_no_longer_wanted_is_deleted_while_it_runs() {
     let h = Harness::start().await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     h.patch_spec(json!({"image": IMAGE_2, "database": {"migrations": {"podLabels": {"orders.dev/simulate": "hang"}}}})).await;
     h.wait_condition("MigrationsSucceeded", "Unknown", Some("Running"))
         .await;
@@ -399,8 +393,7 @@ async fn a_migration_job_no_longer_wanted_is_deleted_while_it_runs() {
 #[tokio::test]
 async fn a_new_configuration_with_a_new_image_never_reaches_the_old_pods() {
     let h = Harness::start_with(None, SHORT_RESYNC).await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     let before = running_revision(&h).await;
 
     // A new image and a new configuration, and the image's migration fails.
@@ -437,18 +430,12 @@ async fn a_new_configuration_with_a_new_image_never_reaches_the_old_pods() {
 #[tokio::test]
 async fn a_new_database_secret_is_migrated_before_the_pods_use_it() {
     let h = Harness::start().await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "shop-database-2"},
-        "stringData": {"DATABASE_URL": "postgres://orders@postgres-2/orders"}
-    }))
-    .expect("secret");
-    h.namespace
-        .api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create secret");
+    h.create_ready(h.spec(IMAGE_1)).await;
+    h.secret(
+        "shop-database-2",
+        json!({"DATABASE_URL": "postgres://orders@postgres-2/orders"}),
+    )
+    .await;
 
     // The same image against a new database: its migration fails first.
     h.patch_spec(json!({"database": {"secretRef": {"name": "shop-database-2"},

@@ -15,8 +15,7 @@ use crate::harness::*;
 #[tokio::test]
 async fn paused_changes_nothing_and_says_so() {
     let h = Harness::start().await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     h.patch_spec(json!({"paused": true, "image": IMAGE_2}))
         .await;
     h.wait_condition("Paused", "True", None).await;
@@ -217,8 +216,7 @@ async fn the_apiserver_refuses_specs_that_break_a_rule_with_the_rules_message() 
 #[tokio::test]
 async fn kubectl_get_shows_the_printer_columns() {
     let h = Harness::start().await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     let output = std::process::Command::new("kubectl")
         .args([
             "get",
@@ -254,8 +252,7 @@ async fn kubectl_get_shows_the_printer_columns() {
 #[tokio::test]
 async fn the_operators_own_rbac_is_enough_to_reach_ready_and_grants_no_secrets() {
     let h = Harness::start_with(Some("order-operator"), Duration::from_secs(300)).await;
-    h.create(h.spec(IMAGE_1)).await;
-    h.wait_condition("Ready", "True", None).await;
+    h.create_ready(h.spec(IMAGE_1)).await;
     assert!(
         !h.events("MigrationStarted").await.is_empty(),
         "Events are allowed"
