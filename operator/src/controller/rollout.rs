@@ -357,6 +357,27 @@ mod tests {
     }
 
     #[test]
+    fn a_job_reads_as_running_until_a_terminal_condition_holds() {
+        assert_eq!(job_outcome(&job("m", 1, None, false)), JobOutcome::Running);
+        assert_eq!(
+            job_outcome(&job("m", 1, Some("Complete"), false)),
+            JobOutcome::Succeeded
+        );
+        let failed = job_outcome(&job("m", 1, Some("Failed"), false));
+        assert!(matches!(failed, JobOutcome::Failed { .. }), "{failed:?}");
+        let mut pending = job("m", 1, Some("Complete"), false);
+        pending
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[0]
+            .status = "False".into();
+        assert_eq!(job_outcome(&pending), JobOutcome::Running, "not yet True");
+    }
+
+    #[test]
     fn superseded_jobs_are_deleted_while_running_and_finished_ones_kept_to_three() {
         let jobs = [
             job("m1", 1, Some("Complete"), false),

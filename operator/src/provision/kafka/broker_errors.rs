@@ -180,18 +180,37 @@ mod tests {
             "1/1 brokers are down",
         );
         errors.log(RDKafkaLogLevel::Debug, "CONNECT", "not a failure");
-        let hint = "Disconnected while requesting ApiVersion: might be caused by incorrect security.protocol configuration (connecting to a SSL listener?)";
-        errors.log(RDKafkaLogLevel::Error, "FAIL", hint);
+        let line = "b/bootstrap: Disconnected: connection closed by peer (after 2ms in state APIVERSION_QUERY)";
+        errors.log(RDKafkaLogLevel::Info, "FAIL", line);
         event(
             &errors,
             RDKafkaErrorCode::AllBrokersDown,
             "1/1 brokers are down",
         );
         let failure = errors.recent(Duration::from_secs(60)).unwrap();
+        assert_eq!(failure.reason, UNREACHABLE);
+        assert_eq!(failure.message, format!("{line}{PROTOCOL_HINT}"));
+        let refused = "b: Connect to ipv4#127.0.0.1:1 failed: Connection refused";
+        errors.log(RDKafkaLogLevel::Info, "FAIL", refused);
         assert_eq!(
-            (failure.reason, failure.message.as_str()),
-            (UNREACHABLE, hint)
+            errors.recent(Duration::from_secs(60)).unwrap().message,
+            refused,
+            "no hint for a refused connection"
         );
+        errors.log(
+            RDKafkaLogLevel::Info,
+            "STATE",
+            "a state change, not a failure",
+        );
+        assert_eq!(
+            errors.recent(Duration::from_secs(60)).unwrap().message,
+            refused
+        );
+        assert_eq!(
+            classify(RDKafkaErrorCode::BrokerTransportFailure),
+            Some(UNREACHABLE)
+        );
+        assert_eq!(classify(RDKafkaErrorCode::Resolve), Some(UNREACHABLE));
         assert_eq!(classify_line("SSL handshake failed: x"), TLS);
         assert_eq!(
             classify_line("SASL authentication error: x"),
