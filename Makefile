@@ -1,10 +1,12 @@
 # The two commands that matter: `make run` and `make test`. Everything else is for hand use.
-.PHONY: help run test bench lint fmt generate stack-up stack-down stack-status cluster-up cluster-down cluster-status kind-up kind-down
+.PHONY: help run test bench images lint fmt generate stack-up stack-down stack-status cluster-up cluster-down cluster-status kind-up kind-down
 
 help:
 	@echo "make run           start the local stack and serve the order API on 127.0.0.1:8080"
 	@echo "make test          start the local stack and control plane, run every test suite"
 	@echo "make bench         release build + load test against the local stack (docs/performance.md)"
+	@echo "make images        OCI archives of order-service and order-operator, without Docker"
+	@echo "                   (scripts/images.sh; localhost/<name>:dev in ~/.cache/order-platform/images)"
 	@echo "make lint          cargo fmt --check and clippy -D warnings, as CI runs them"
 	@echo "make stack-up|stack-down|stack-status   the local stack alone (scripts/stack.sh)"
 	@echo "make cluster-up|cluster-down|cluster-status   the local Kubernetes control plane alone"
@@ -21,6 +23,9 @@ test:
 
 bench:
 	scripts/bench.sh $(ARGS)
+
+images:
+	scripts/images.sh build
 
 lint:
 	cargo fmt --all -- --check

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Local Kubernetes control-plane binaries, built with `go build` from the Go modules pinned in
-# tools/{k8s,etcd,kwok,helm}/go.mod (resolved through the Go module proxy; no source is vendored).
+# Local Kubernetes binaries, built with `go build` from the Go modules pinned in
+# tools/{k8s,etcd,kwok,helm,containerd,cni,crictl}/go.mod (resolved through the Go module proxy;
+# no source is vendored).
 #
-#   scripts/k8s-tools.sh build [NAME…]   build kube-apiserver, kube-controller-manager,
-#                                kube-scheduler, kubectl, etcd, kwok, kwokctl and helm (or only
-#                                the NAMEs) into the cache, skipping up-to-date ones
+#   scripts/k8s-tools.sh build [NAME…]   build the control plane: kube-apiserver,
+#                                kube-controller-manager, kube-scheduler, kubectl, etcd, kwok,
+#                                kwokctl and helm (or only the NAMEs) into the cache, skipping
+#                                up-to-date ones; `build node` builds what a real node runs:
+#                                kubelet, kube-proxy, containerd (with its runc shim and ctr),
+#                                the CNI plugins bridge, host-local, loopback and portmap, crictl
 #   scripts/k8s-tools.sh path    print the bin dir
 #   scripts/k8s-tools.sh check   run each binary's --version and compare with the pins
 #
@@ -57,13 +61,15 @@ ensure_go() {
 }
 go_required() {
   local d
-  for d in k8s etcd kwok helm; do awk '$1 == "go" && NF == 2 { print $2 }' "$TOOLS/$d/go.mod"; done |
+  for d in k8s etcd kwok helm containerd cni crictl; do awk '$1 == "go" && NF == 2 { print $2 }' "$TOOLS/$d/go.mod"; done |
     sort -V | tail -n1
 }
 
 # The binaries: name, module dir under tools/, package, extra -ldflags.
 declare -a NAMES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm)
-declare -A DIR PKG LDFLAGS
+declare -a NODE_NAMES=(kubelet kube-proxy containerd containerd-shim-runc-v2 ctr bridge host-local
+  loopback portmap crictl)
+declare -A DIR PKG LDFLAGS TAGS
 k8s_ld="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
 k8s_ld+=" -X k8s.io/component-base/version.gitMajor=1"
 k8s_ld+=" -X k8s.io/component-base/version.gitMinor=$K8S_MINOR"
@@ -73,9 +79,24 @@ k8s_ld+=" -X k8s.io/client-go/pkg/version.gitMajor=1"
 k8s_ld+=" -X k8s.io/client-go/pkg/version.gitMinor=$K8S_MINOR"
 k8s_ld+=" -X k8s.io/client-go/pkg/version.gitTreeState=clean"
 # kubectl too: the machine's kubectl (if any) may be years older than the apiserver.
-for n in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for n in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
   DIR[$n]=k8s PKG[$n]=k8s.io/kubernetes/cmd/$n LDFLAGS[$n]=$k8s_ld
 done
+# containerd as kind builds it: no btrfs, devmapper or zfs snapshotters (they need cgo).
+containerd_v=$(mod_version containerd github.com/containerd/containerd/v2)
+for n in containerd containerd-shim-runc-v2 ctr; do
+  DIR[$n]=containerd PKG[$n]=github.com/containerd/containerd/v2/cmd/$n TAGS[$n]="no_btrfs no_devmapper no_zfs"
+  LDFLAGS[$n]="-X github.com/containerd/containerd/v2/version.Version=$containerd_v"
+done
+cni_v=$(mod_version cni github.com/containernetworking/plugins)
+for n in bridge loopback; do DIR[$n]=cni PKG[$n]=github.com/containernetworking/plugins/plugins/main/$n; done
+DIR[host-local]=cni PKG[host-local]=github.com/containernetworking/plugins/plugins/ipam/host-local
+DIR[portmap]=cni PKG[portmap]=github.com/containernetworking/plugins/plugins/meta/portmap
+for n in bridge loopback host-local portmap; do
+  LDFLAGS[$n]="-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$cni_v"
+done
+DIR[crictl]=crictl PKG[crictl]=sigs.k8s.io/cri-tools/cmd/crictl
+LDFLAGS[crictl]="-X sigs.k8s.io/cri-tools/pkg/version.Version=$(mod_version crictl sigs.k8s.io/cri-tools)"
 DIR[etcd]=etcd PKG[etcd]=go.etcd.io/etcd/server/v3 LDFLAGS[etcd]=""
 # kwok's release build stamps its default Kubernetes version; point it at the pinned one so
 # kwokctl's defaults (feature gates, runtime config) match the binaries built here.
@@ -98,7 +119,8 @@ stamp_of() {
   local n=$1 d="$TOOLS/${DIR[$1]}"
   {
     cat "$d/go.mod" "$d/go.sum"
-    printf 'pkg=%s\nflags=%s\nldflags=%s\ncgo=0\n' "${PKG[$n]}" "${GO_BUILD_FLAGS[*]}" "-s -w ${LDFLAGS[$n]}"
+    printf 'pkg=%s\nflags=%s\nldflags=%s\ntags=%s\ncgo=0\n' "${PKG[$n]}" "${GO_BUILD_FLAGS[*]}" \
+      "-s -w ${LDFLAGS[$n]}" "${TAGS[$n]:-}"
   } | sha256sum | cut -d' ' -f1
 }
 
@@ -114,7 +136,8 @@ build_one() {
   start=$SECONDS
   tmp="$BIN/.$n.tmp"
   rm -f "$tmp"
-  (cd "$TOOLS/${DIR[$n]}" && go build "${GO_BUILD_FLAGS[@]}" -ldflags "-s -w ${LDFLAGS[$n]}" -o "$tmp" "${PKG[$n]}") ||
+  (cd "$TOOLS/${DIR[$n]}" && go build "${GO_BUILD_FLAGS[@]}" -tags "${TAGS[$n]:-}" \
+    -ldflags "-s -w ${LDFLAGS[$n]}" -o "$tmp" "${PKG[$n]}") ||
     die "building $n failed"
   mv -f "$tmp" "$BIN/$n"
   printf '%s\n' "$want" >"$stamp"
@@ -128,8 +151,9 @@ cmd_build() {
   exec 9>"$BIN/.lock"
   flock 9
   local start=$SECONDS n
-  for n in "$@"; do [ -n "${PKG[$n]:-}" ] || die "unknown binary $n (one of: ${NAMES[*]})"; done
   [ $# -gt 0 ] || set -- "${NAMES[@]}"
+  [ "$*" != node ] || set -- "${NODE_NAMES[@]}"
+  for n in "$@"; do [ -n "${PKG[$n]:-}" ] || die "unknown binary $n (one of: ${NAMES[*]} ${NODE_NAMES[*]})"; done
   for n in "$@"; do build_one "$n"; done
   say "all binaries in $BIN ($((SECONDS - start)) s)"
 }
@@ -160,6 +184,14 @@ cmd_check() {
   expect kwok "${kwok_v#v}" --version
   expect kwokctl "${kwok_v#v}" --version
   expect helm "$helm_v" version --short
+  # The real node's binaries, when built (scripts/k8s-tools.sh build node).
+  if [ -x "$BIN/kubelet" ]; then
+    expect kubelet "Kubernetes $K8S_VERSION" --version
+    expect kube-proxy "Kubernetes $K8S_VERSION" --version
+    expect containerd "$containerd_v" --version
+    expect ctr "$containerd_v" --version
+    expect crictl "$(mod_version crictl sigs.k8s.io/cri-tools)" --version
+  fi
   # helm's default Kubernetes version (no cluster), set by the ldflags above.
   local chart kv
   chart=$(mktemp -d)

@@ -2,8 +2,8 @@
 # The platform on a local kind cluster, for machines with Docker (this project's own test
 # machines have none: there, scripts/cluster.sh is the cluster).
 #
-#   scripts/kind.sh up     create the kind cluster (kind-config.yaml), build the two images and
-#                          load them, install the chart with its dev stack and example platform,
+#   scripts/kind.sh up     create the kind cluster (kind-config.yaml), build the two images
+#                          (scripts/images.sh) and load them, install the chart with its dev stack and example platform,
 #                          wait until the platform is Ready, call the API once
 #   scripts/kind.sh down   delete the kind cluster
 #
@@ -64,17 +64,20 @@ cmd_up() {
   mkdir -p "$(dirname -- "$KUBECONFIG")"
   "$KIND" get kubeconfig --name "$CLUSTER" >"$KUBECONFIG"
 
-  for image in order-service order-operator; do
-    say "building image $image:$TAG (Dockerfile --target $image)"
-    docker build --target "$image" -t "$image:$TAG" .
-  done
+  # The same OCI archives `make images` builds and `make test` checks (not `docker build`), so
+  # kind and the local cluster run one set of images: localhost/<name>:dev.
+  "$ROOT/scripts/images.sh" build
+  local images
+  images=$("$ROOT/scripts/images.sh" path)
   say "loading the images into kind"
-  "$KIND" load docker-image --name "$CLUSTER" "order-service:$TAG" "order-operator:$TAG"
+  for image in order-service order-operator; do
+    "$KIND" load image-archive --name "$CLUSTER" "$images/$image.oci.tar"
+  done
 
   say "installing the chart with dev.enabled=true into namespace $NAMESPACE"
   "$HELM" upgrade --install "$RELEASE" charts/order-platform --namespace "$NAMESPACE" --create-namespace \
-    --set dev.enabled=true --set dev.serviceImage="order-service:$TAG" \
-    --set operator.image.repository=order-operator --set operator.image.tag="$TAG" \
+    --set dev.enabled=true --set dev.serviceImage="localhost/order-service:$TAG" \
+    --set operator.image.repository=localhost/order-operator --set operator.image.tag="$TAG" \
     --set operator.image.pullPolicy=Never --wait --timeout 5m
 
   say "waiting for OrderPlatform shop to be Ready (up to 10 min)"

@@ -22,5 +22,11 @@ say "dropping test databases of earlier runs"
 psql "$DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'" |
   while read -r db; do psql "$DATABASE_URL" -qc "DROP DATABASE \"$db\" WITH (FORCE)"; done
 
+# The container images (release binaries on a distroless-like runtime); the images suite checks
+# them against the Dockerfile. Cached: a warm run only hashes.
+"$ROOT/scripts/images.sh" build
+ORDER_PLATFORM_IMAGES=$("$ROOT/scripts/images.sh" path)
+export ORDER_PLATFORM_IMAGES
+
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"
