@@ -14,7 +14,8 @@
 #
 # Cache: ${XDG_CACHE_HOME:-$HOME/.cache}/order-platform/images/: the unpacked runtime per package
 # set and versions, and each archive keyed by a hash of its binary, the runtime and this script,
-# so a warm run only hashes. Archives: <dir>/<name>.oci.tar (image localhost/<name>:dev).
+# so a warm run only hashes. Archives: <dir>/<name>.oci.tar (image localhost/<name>:<version>,
+# the crates' version, which is the chart's appVersion).
 set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
@@ -25,7 +26,6 @@ die() {
 }
 
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/order-platform/images"
-TAG=dev
 BASE_PACKAGES=(base-files netbase tzdata media-types ca-certificates libc6)
 RUNTIME_PACKAGES=()
 declare -A PORT=([order-service]=8080 [order-operator]=8081)
@@ -152,6 +152,9 @@ cargo_version() {
 
 cmd_build() {
   [ $# -gt 0 ] || set -- order-service order-operator
+  # The crate version, which the chart's appVersion follows (a test checks): the chart's default
+  # images are localhost/<name>:<appVersion>.
+  TAG=$(cargo_version)
   local name
   for name in "$@"; do [ -n "${PORT[$name]:-}" ] || die "unknown image $name (order-service, order-operator)"; done
   need_root_tools

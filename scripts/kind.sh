@@ -23,7 +23,6 @@ KIND_VERSION=${KIND_VERSION:-v0.30.0}
 CLUSTER=order-platform
 NAMESPACE=${KIND_NAMESPACE:-order-platform}
 RELEASE=order-platform
-TAG=dev
 
 tool_dir() { "$ROOT/scripts/k8s-tools.sh" path; }
 
@@ -76,9 +75,7 @@ cmd_up() {
 
   say "installing the chart with dev.enabled=true into namespace $NAMESPACE"
   "$HELM" upgrade --install "$RELEASE" charts/order-platform --namespace "$NAMESPACE" --create-namespace \
-    --set dev.enabled=true --set dev.serviceImage="localhost/order-service:$TAG" \
-    --set operator.image.repository=localhost/order-operator --set operator.image.tag="$TAG" \
-    --set operator.image.pullPolicy=Never --wait --timeout 5m
+    --set dev.enabled=true --set operator.image.pullPolicy=Never --wait --timeout 5m
 
   say "waiting for OrderPlatform shop to be Ready (up to 10 min)"
   if ! "$KUBECTL" -n "$NAMESPACE" wait orderplatform/shop --for=condition=Ready --timeout=10m; then

@@ -598,3 +598,56 @@ async fn uninstalling_the_dev_release_removes_its_example_platform_without_the_o
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_charts_default_images_are_the_ones_make_images_builds() {
+    // The chart's appVersion is the crates' version, which scripts/images.sh tags with.
+    let chart_yaml: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(chart().join("Chart.yaml")).expect("Chart.yaml"),
+    )
+    .expect("YAML");
+    let app_version = chart_yaml["appVersion"].as_str().expect("appVersion");
+    assert_eq!(
+        app_version,
+        env!("CARGO_PKG_VERSION"),
+        "chart appVersion = crate version"
+    );
+    let service_toml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../order-service/Cargo.toml"),
+    )
+    .expect("order-service/Cargo.toml");
+    assert!(
+        service_toml.contains(&format!("version = \"{app_version}\"")),
+        "order-service has the same version"
+    );
+
+    let chart = chart();
+    let rendered = helm(&[
+        "template",
+        "op",
+        chart.to_str().expect("UTF-8 path"),
+        "--set",
+        "dev.enabled=true",
+    ])
+    .await;
+    let images: Vec<String> = documents(&rendered)
+        .iter()
+        .flat_map(|o| {
+            let mut found = Vec::new();
+            if let Some(c) = o["spec"]["template"]["spec"]["containers"].as_sequence() {
+                found.extend(
+                    c.iter()
+                        .filter_map(|c| c["image"].as_str().map(str::to_owned)),
+                );
+            }
+            if o["kind"] == "OrderPlatform" {
+                found.extend(o["spec"]["image"].as_str().map(str::to_owned));
+            }
+            found
+        })
+        .collect();
+    for name in ["order-operator", "order-service"] {
+        let want = format!("localhost/{name}:{app_version}");
+        assert!(images.contains(&want), "{want} in {images:?}");
+    }
+}

@@ -118,7 +118,7 @@ fn unpack(name: &str) -> Image {
     let entry = &index["manifests"][0];
     assert_eq!(
         entry["annotations"]["org.opencontainers.image.ref.name"],
-        format!("localhost/{name}:dev"),
+        format!("localhost/{name}:{}", env!("CARGO_PKG_VERSION")),
         "the name containerd imports it as"
     );
     let digest = |v: &Value| v.as_str().expect("a digest").to_owned();
