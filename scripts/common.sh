@@ -10,6 +10,23 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/orde
 
 say() { printf '==> %s\n' "$*" >&2; }
 
+# ensure_commands COMMAND=PACKAGE...: install the Debian package of each missing command.
+ensure_commands() {
+  local pair missing=()
+  for pair in "$@"; do
+    command -v "${pair%%=*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%=*}" ] || missing+=("${pair#*=}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  say "installing ${missing[*]} (apt-get)"
+  { "${sudo[@]}" apt-get update -q &&
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; } >&2 || {
+    echo "installing ${missing[*]} failed: install them by hand, then retry" >&2
+    exit 1
+  }
+}
+
 # ensure_native_libs: the C libraries the crates link beyond libc: OpenSSL, for librdkafka's
 # TLS and SASL (rdkafka's `ssl` feature builds against the system's libssl).
 ensure_native_libs() {

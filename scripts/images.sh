@@ -31,19 +31,6 @@ RUNTIME_PACKAGES=()
 declare -A PORT=([order-service]=8080 [order-operator]=8081)
 declare -A CMD=([order-service]=serve [order-operator]=run)
 
-need_root_tools() {
-  local missing=()
-  command -v umoci >/dev/null 2>&1 || missing+=(umoci)
-  command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
-  [ ${#missing[@]} -eq 0 ] && return
-  local sudo=()
-  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-  say "installing ${missing[*]} (apt-get)"
-  { "${sudo[@]}" apt-get update -q &&
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; } >&2 ||
-    die "installing ${missing[*]} failed"
-}
-
 # library_packages BINARY...: the Debian packages owning the shared libraries the binaries load.
 library_packages() {
   local lib real
@@ -99,6 +86,8 @@ runtime() {
   rm -rf -- "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/lintian" "$root/var/lib/dpkg"
   mv -- "$tmp" "$dir"
   touch "$dir/.complete"
+  # One runtime in the cache: the one the current package versions make.
+  find "$CACHE" -maxdepth 1 -name 'runtime-*' ! -name "$(basename "$dir")" -exec rm -rf {} +
   printf '%s\n' "$dir"
 }
 
@@ -143,6 +132,8 @@ PY
     rm -rf -- "$layout" "$bundle"
   fi
   ln -sfn "$(basename "$out")" "$CACHE/$name.oci.tar"
+  # The cache keeps one archive per image: older keys are never used again.
+  find "$CACHE" -maxdepth 1 -name "$name-*.oci.tar" ! -name "$(basename "$out")" -delete
   printf '%s\n' "$out"
 }
 
@@ -157,7 +148,7 @@ cmd_build() {
   TAG=$(cargo_version)
   local name
   for name in "$@"; do [ -n "${PORT[$name]:-}" ] || die "unknown image $name (order-service, order-operator)"; done
-  need_root_tools
+  ensure_commands umoci=umoci dpkg-deb=dpkg
   ensure_rust
   mkdir -p -- "$CACHE"
   exec 8>"$CACHE/.lock"

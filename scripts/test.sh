@@ -26,7 +26,12 @@ psql "$DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE '
 # them against the Dockerfile. Cached: a warm run only hashes.
 "$ROOT/scripts/images.sh" build
 ORDER_PLATFORM_IMAGES=$("$ROOT/scripts/images.sh" path)
-export ORDER_PLATFORM_IMAGES
+# A real container runtime (containerd from its Go module, Debian's runc): the images suite runs
+# both images in a containerd of its own.
+ensure_commands runc=runc
+"$ROOT/scripts/k8s-tools.sh" build node
+ORDER_PLATFORM_NODE_BIN=$("$ROOT/scripts/k8s-tools.sh" path)
+export ORDER_PLATFORM_IMAGES ORDER_PLATFORM_NODE_BIN
 
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"

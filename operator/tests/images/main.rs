@@ -255,3 +255,124 @@ fn the_service_image_matches_the_dockerfile_and_has_what_its_binary_needs() {
 fn the_operator_image_matches_the_dockerfile_and_has_what_its_binary_needs() {
     check("order-operator");
 }
+
+/// A containerd of the test's own (its root, state and socket in a temporary directory), built
+/// by `scripts/k8s-tools.sh build node`, running containers with Debian's runc.
+struct Containerd {
+    bin: PathBuf,
+    dir: tempdir::Dir,
+    process: std::process::Child,
+}
+
+impl Containerd {
+    fn start() -> Self {
+        let bin = std::env::var_os("ORDER_PLATFORM_NODE_BIN")
+            .map(PathBuf::from)
+            .expect("ORDER_PLATFORM_NODE_BIN is not set: run `make test` (scripts/k8s-tools.sh build node)");
+        let dir =
+            std::env::temp_dir().join(format!("containerd-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("containerd dir");
+        let config = format!(
+            "version = 3\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n[grpc]\n  address = \"{d}/containerd.sock\"\n[ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("config.toml"), config).expect("config.toml");
+        let log = std::fs::File::create(dir.join("containerd.log")).expect("log");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let process = Command::new(bin.join("containerd"))
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .env("PATH", path)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start containerd (root is needed)");
+        let containerd = Self {
+            bin,
+            dir: tempdir::Dir(dir),
+            process,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !containerd.ctr_ok(&["version"]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "containerd did not answer in 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        containerd
+    }
+
+    fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.bin.join("ctr"));
+        command
+            .arg("--address")
+            .arg(self.dir.0.join("containerd.sock"))
+            .args(args);
+        command
+    }
+
+    fn ctr_ok(&self, args: &[&str]) -> bool {
+        self.ctr_command(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn ctr(&self, args: &[&str]) -> String {
+        let out = self.ctr_command(args).output().expect("run ctr");
+        assert!(
+            out.status.success(),
+            "ctr {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[test]
+fn both_images_run_as_non_root_containers_under_runc() {
+    let containerd = Containerd::start();
+    for name in ["order-service", "order-operator"] {
+        let archive = images_dir().join(format!("{name}.oci.tar"));
+        containerd.ctr(&["images", "import", arg(&archive)]);
+        let reference = format!("localhost/{name}:{}", env!("CARGO_PKG_VERSION"));
+        let id = format!("{name}-version");
+        // The image's own entrypoint and user; a memory limit, so real cgroups are in play.
+        containerd.ctr(&[
+            "containers",
+            "create",
+            "--runc-binary",
+            "/usr/sbin/runc",
+            "--memory-limit",
+            "134217728",
+            &reference,
+            &id,
+            &format!("/usr/local/bin/{name}"),
+            "--version",
+        ]);
+        let info: Value = serde_json::from_str(&containerd.ctr(&["containers", "info", &id]))
+            .expect("container info");
+        assert_eq!(
+            info["Spec"]["process"]["user"]["uid"], 65532,
+            "{name}: nonroot"
+        );
+        let out = containerd.ctr(&["tasks", "start", &id]);
+        assert!(
+            out.contains(&format!("{name} {}", env!("CARGO_PKG_VERSION"))),
+            "{name} in a container: {out}"
+        );
+        containerd.ctr(&["containers", "rm", &id]);
+    }
+}
