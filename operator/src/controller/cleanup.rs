@@ -4,8 +4,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 
+use super::context::Context;
+use super::error::Error;
 use super::execute::publish;
-use super::{external, Context, Error};
+use super::external;
 use crate::crd::{DeletionPolicy, OrderPlatform};
 use crate::provision::Intent;
 

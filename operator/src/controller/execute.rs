@@ -13,10 +13,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::build::{self, COMPONENT_LABEL, FIELD_MANAGER, INSTANCE_LABEL};
+use super::context::Context;
 use super::decide::Changes;
+use super::error::Error;
 use super::rollout;
 use super::status::{self, Truth};
-use super::{Context, Error};
 use crate::crd::{OrderPlatform, OrderPlatformStatus};
 
 /// The field manager that holds `replicas` while autoscaling takes it over.
@@ -286,6 +287,6 @@ pub(crate) async fn publish(
     // a change or a first refusal, so each Event stands on its own, from a fresh Recorder.
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     if let Err(error) = recorder.publish(&event, &platform.object_ref(&())).await {
-        tracing::warn!(error = %super::error_chain(&error), reason, "publishing an Event failed");
+        tracing::warn!(error = %crate::provision::error_chain(&error), reason, "publishing an Event failed");
     }
 }

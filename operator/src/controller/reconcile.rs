@@ -15,10 +15,12 @@ use kube::{Api, ResourceExt};
 
 use super::build::{Revision, COMPONENT_LABEL, INSTANCE_LABEL};
 use super::cleanup::cleanup;
+use super::context::Context;
 use super::decide::{decide, Observed};
+use super::error::Error;
 use super::execute::{execute, patch_status, publish};
+use super::external;
 use super::status::{self, ResourceOutcome, Truth, Verdict};
-use super::{external, Context, Error};
 use crate::crd::{DeletionPolicy, OrderPlatform};
 use crate::provision::Intent;
 
