@@ -23,8 +23,9 @@ pub struct Observed {
 pub struct Changes {
     /// The spec's configuration (content-named, immutable: applying it again changes nothing).
     pub config_map: ConfigMap,
-    /// The revision the spec asks for.
+    /// The revision the spec asks for, and its migration key.
     pub desired: Revision,
+    pub key: String,
     pub migration: MigrationDecision,
     /// The migration Job to create, when the desired revision needs one and it does not exist.
     pub migration_job: Option<Job>,
@@ -106,6 +107,7 @@ pub fn decide(
         remove_dropped: platform.status.as_ref().and_then(|s| s.observed_generation) != generation,
         config_map,
         desired,
+        key,
         migration,
         migration_job,
         hand_over_replicas,

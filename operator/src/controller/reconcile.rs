@@ -209,7 +209,7 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
     );
     let deployment = execute(platform, ctx, &namespace, &changes).await?;
     let (desired, migration) = (&changes.desired, &changes.migration);
-    if migration.migrated.as_deref() == Some(desired.migration_key(platform).as_str()) {
+    if migration.migrated.as_deref() == Some(changes.key.as_str()) {
         status.migrated_image = Some(desired.image.clone());
     }
     status.migrated_revision = migration.migrated.clone();
