@@ -3,6 +3,8 @@
 # binaries on a distroless-like runtime assembled from Debian packages, packed with umoci.
 #
 #   scripts/images.sh build [order-service|order-operator…]   build (default: both), print sizes
+#   scripts/images.sh pause                                    the sandbox image a real node's
+#                                                              containerd needs, from its source
 #   scripts/images.sh path                                     the directory of the archives
 #
 # The runtime is what gcr.io/distroless/cc-debian12 holds (GoogleContainerTools/distroless:
@@ -119,15 +121,7 @@ build_one() {
       --config.label org.opencontainers.image.revision="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
       --history.created_by "scripts/images.sh" >&2
     umoci gc --layout "$layout/oci" >&2
-    # ctr imports `localhost/<name>:dev` from this annotation (a bare tag would get docker.io/).
-    python3 - "$layout/oci/index.json" "localhost/$name:$TAG" <<'PY'
-import json, sys
-path, ref = sys.argv[1], sys.argv[2]
-index = json.load(open(path))
-for m in index["manifests"]:
-    m.setdefault("annotations", {})["org.opencontainers.image.ref.name"] = ref
-json.dump(index, open(path, "w"))
-PY
+    name_archive "$layout/oci/index.json" "localhost/$name:$TAG"
     tar -C "$layout/oci" -cf "$out.tmp" . && mv -f "$out.tmp" "$out"
     rm -rf -- "$layout" "$bundle"
   fi
@@ -139,6 +133,54 @@ PY
 
 cargo_version() {
   awk -F'"' '/^version *=/ { print $2; exit }' "$ROOT/order-service/Cargo.toml"
+}
+
+# cmd_pause: the pause (sandbox) image, compiled from build/pause/linux/pause.c of the pinned
+# k8s.io/kubernetes module and packed like upstream's (FROM scratch, /pause, user 65535).
+cmd_pause() {
+  ensure_commands gcc=gcc umoci=umoci
+  local k8s version src key out layout bundle
+  k8s=$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' "$ROOT/tools/k8s/go.mod")
+  [ -n "$k8s" ] || die "no k8s.io/kubernetes version in tools/k8s/go.mod"
+  src=$(cd "$ROOT/tools/k8s" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$k8s" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')/build/pause
+  [ -f "$src/linux/pause.c" ] || die "pause.c missing under $src"
+  version=$(awk '$1 == "TAG" && $2 == "?=" { print $3; exit }' "$src/Makefile")
+  mkdir -p -- "$CACHE"
+  key=$( { cat "$src/linux/pause.c"; echo "$version"; cat "$0"; gcc --version | head -n1; } | sha256sum | cut -c1-16)
+  out="$CACHE/pause-$key.oci.tar"
+  if [ ! -f "$out" ]; then
+    say "pause $version: compiling $src/linux/pause.c (static)"
+    layout=$(mktemp -d) bundle=$(mktemp -d)
+    gcc -Os -Wall -Werror -static -DVERSION="v$version" -o "$layout/pause" "$src/linux/pause.c" >&2
+    umoci init --layout "$layout/oci" >&2
+    umoci new --image "$layout/oci:$version" >&2
+    umoci unpack --image "$layout/oci:$version" "$bundle/b" >&2
+    install -m 0755 "$layout/pause" "$bundle/b/rootfs/pause"
+    umoci repack --image "$layout/oci:$version" "$bundle/b" >&2
+    umoci config --image "$layout/oci:$version" --config.user 65535:65535 \
+      --config.entrypoint /pause --history.created_by "scripts/images.sh pause" >&2
+    umoci gc --layout "$layout/oci" >&2
+    name_archive "$layout/oci/index.json" "localhost/pause:$version"
+    tar -C "$layout/oci" -cf "$out.tmp" . && mv -f "$out.tmp" "$out"
+    rm -rf -- "$layout" "$bundle"
+  fi
+  ln -sfn "$(basename "$out")" "$CACHE/pause.oci.tar"
+  find "$CACHE" -maxdepth 1 -name "pause-*.oci.tar" ! -name "$(basename "$out")" -delete
+  say "pause: $out ($(du -h "$out" | cut -f1), localhost/pause:$version)"
+}
+
+# name_archive INDEX REF: the name `ctr images import` gives the image (a bare tag would get
+# docker.io/ in front).
+name_archive() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+path, ref = sys.argv[1], sys.argv[2]
+index = json.load(open(path))
+for m in index["manifests"]:
+    m.setdefault("annotations", {})["org.opencontainers.image.ref.name"] = ref
+json.dump(index, open(path, "w"))
+PY
 }
 
 cmd_build() {
@@ -170,9 +212,10 @@ cmd_build() {
 
 case "${1:-}" in
   build) shift && cmd_build "$@" ;;
+  pause) cmd_pause ;;
   path) printf '%s\n' "$CACHE" ;;
   *)
-    echo "usage: $0 build [order-service|order-operator…] | path" >&2
+    echo "usage: $0 build [order-service|order-operator…] | pause | path" >&2
     exit 2
     ;;
 esac

@@ -25,6 +25,7 @@ psql "$DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE '
 # The container images (release binaries on a distroless-like runtime); the images suite checks
 # them against the Dockerfile. Cached: a warm run only hashes.
 "$ROOT/scripts/images.sh" build
+"$ROOT/scripts/images.sh" pause
 ORDER_PLATFORM_IMAGES=$("$ROOT/scripts/images.sh" path)
 # A real container runtime (containerd from its Go module, Debian's runc): the images suite runs
 # both images in a containerd of its own.

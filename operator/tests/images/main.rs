@@ -376,3 +376,46 @@ fn both_images_run_as_non_root_containers_under_runc() {
         containerd.ctr(&["containers", "rm", &id]);
     }
 }
+
+/// The status `ctr tasks ls` shows for `id` (RUNNING, STOPPED, …).
+fn task_status(containerd: &Containerd, id: &str) -> Option<String> {
+    containerd
+        .ctr(&["tasks", "ls"])
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+}
+
+#[test]
+fn the_pause_image_built_from_source_holds_a_sandbox_and_stops_on_sigterm() {
+    let containerd = Containerd::start();
+    let archive = images_dir().join("pause.oci.tar");
+    containerd.ctr(&["images", "import", arg(&archive)]);
+    let id = "pause-sandbox";
+    containerd.ctr(&[
+        "run",
+        "-d",
+        "--runc-binary",
+        "/usr/sbin/runc",
+        "localhost/pause:3.10.1",
+        id,
+    ]);
+    let info: Value =
+        serde_json::from_str(&containerd.ctr(&["containers", "info", id])).expect("container info");
+    assert_eq!(
+        info["Spec"]["process"]["user"]["uid"], 65535,
+        "upstream's user"
+    );
+    assert_eq!(task_status(&containerd, id).as_deref(), Some("RUNNING"));
+    containerd.ctr(&["tasks", "kill", "-s", "SIGTERM", id]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while task_status(&containerd, id).as_deref() != Some("STOPPED") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pause did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    containerd.ctr(&["tasks", "delete", id]);
+    containerd.ctr(&["containers", "rm", id]);
+}
