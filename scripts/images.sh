@@ -45,10 +45,17 @@ library_packages() {
 
 # The exact package versions this machine's apt would fetch: part of the runtime's cache key.
 package_versions() {
-  local p v
+  local p v updated=
   for p in "${RUNTIME_PACKAGES[@]}"; do
     v=$(apt-cache policy "$p" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }')
-    [ -n "$v" ] && [ "$v" != "(none)" ] || die "apt knows no version of $p (apt-get update?)"
+    if { [ -z "$v" ] || [ "$v" = "(none)" ]; } && [ -z "$updated" ]; then
+      # A fresh machine may have no package lists yet.
+      say "apt knows no version of $p: apt-get update"
+      apt-get update -q >&2 || die "apt-get update failed"
+      updated=1
+      v=$(apt-cache policy "$p" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }')
+    fi
+    [ -n "$v" ] && [ "$v" != "(none)" ] || die "apt knows no version of $p"
     printf '%s=%s\n' "$p" "$v"
   done
 }
