@@ -73,14 +73,14 @@ pub(crate) async fn execute(
     match &changes.pdb {
         Some(pdb) => drop(server_side_apply(ctx, namespace, pdb).await?),
         None if changes.remove_dropped => {
-            delete_if_present::<PodDisruptionBudget>(ctx, namespace, &name).await?
+            delete_if_present::<PodDisruptionBudget>(ctx, namespace, &name).await?;
         }
         None => {}
     }
     match &changes.hpa {
         Some(hpa) => drop(server_side_apply(ctx, namespace, hpa).await?),
         None if changes.remove_dropped => {
-            delete_if_present::<HorizontalPodAutoscaler>(ctx, namespace, &name).await?
+            delete_if_present::<HorizontalPodAutoscaler>(ctx, namespace, &name).await?;
         }
         None => {}
     }
@@ -118,11 +118,12 @@ where
     })
 }
 
+/// Deletes an object with its dependents; `false` when it was already gone.
 pub(crate) async fn delete_if_present<K>(
     ctx: &Context,
     namespace: &str,
     name: &str,
-) -> Result<(), Error>
+) -> Result<bool, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + k8s_openapi::Resource
@@ -132,9 +133,14 @@ where
     K::DynamicType: Default,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+    // Background: dependents go too (a Job's pods; the API's default for Jobs orphans them).
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
         Err(source) => Err(Error::Delete {
             what: format!("{} {name}", <K as k8s_openapi::Resource>::KIND),
             source,
@@ -144,21 +150,9 @@ where
 
 /// Deletes migration Jobs with their pods (a running one stops migrating).
 async fn delete_jobs(ctx: &Context, namespace: &str, names: &[String]) -> Result<(), Error> {
-    let api: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-    let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..DeleteParams::default()
-    };
     for name in names {
-        match api.delete(name, &params).await {
-            Ok(_) => tracing::info!(job = %name, "deleted a migration Job no longer wanted"),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(source) => {
-                return Err(Error::Delete {
-                    what: format!("Job {name}"),
-                    source,
-                })
-            }
+        if delete_if_present::<Job>(ctx, namespace, name).await? {
+            tracing::info!(job = %name, "deleted a migration Job no longer wanted");
         }
     }
     Ok(())
