@@ -53,6 +53,35 @@ ready() {
 # node-heartbeat-with-lease, pod-ready, pod-complete, pod-delete) are taken from the pinned kwok
 # module and our pod-fail stage is added. pod-fail has weight 1 and the defaults weight 0: when
 # both pod-complete and pod-fail match a Running Job pod, kwok picks only among positive weights.
+# labelled_running_pod_stage VALUE: the head of a kwok Stage for running pods labelled
+# $FAIL_LABEL=VALUE, up to its weight; the caller writes what happens to them.
+labelled_running_pod_stage() {
+  cat <<EOF
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-$1-on-label
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.labels["$FAIL_LABEL"]'
+      operator: 'In'
+      values:
+      - '$1'
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values:
+      - 'Running'
+  weight: 1
+EOF
+}
+
 write_config() {
   local kwok_dir k8s_version
   command -v go >/dev/null 2>&1 || export PATH="/usr/local/go/bin:$PATH"
@@ -105,29 +134,9 @@ EOF
       printf -- '---\n'
       cat "$kwok_dir/kustomize/stage/$f"
     done
+    # Stages for running pods labelled $FAIL_LABEL=VALUE; weight 1 wins over kwok's own.
+    labelled_running_pod_stage fail
     cat <<EOF
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-fail-on-label
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  selector:
-    matchExpressions:
-    - key: '.metadata.labels["$FAIL_LABEL"]'
-      operator: 'In'
-      values:
-      - 'fail'
-    - key: '.metadata.deletionTimestamp'
-      operator: 'DoesNotExist'
-    - key: '.status.phase'
-      operator: 'In'
-      values:
-      - 'Running'
-  weight: 1
   next:
     statusTemplate: |
       {{ \$now := Now }}
@@ -154,28 +163,9 @@ spec:
             startedAt: {{ \$now | Quote }}
       {{ end }}
       phase: Failed
----
-apiVersion: kwok.x-k8s.io/v1alpha1
-kind: Stage
-metadata:
-  name: pod-hang-on-label
-spec:
-  resourceRef:
-    apiGroup: v1
-    kind: Pod
-  selector:
-    matchExpressions:
-    - key: '.metadata.labels["$FAIL_LABEL"]'
-      operator: 'In'
-      values:
-      - 'hang'
-    - key: '.metadata.deletionTimestamp'
-      operator: 'DoesNotExist'
-    - key: '.status.phase'
-      operator: 'In'
-      values:
-      - 'Running'
-  weight: 1
+EOF
+    labelled_running_pod_stage hang
+    cat <<EOF
   delay:
     durationMilliseconds: 3600000
   next:

@@ -10,36 +10,32 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/orde
 
 say() { printf '==> %s\n' "$*" >&2; }
 
+# apt_packages PACKAGE...: install Debian packages (as root, or through sudo), or exit saying so.
+apt_packages() {
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  say "installing $* (apt-get)"
+  { "${sudo[@]}" apt-get update -q &&
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "$@"; } >&2 || {
+    echo "installing $* failed: install them by hand, then retry" >&2
+    exit 1
+  }
+}
+
 # ensure_commands COMMAND=PACKAGE...: install the Debian package of each missing command.
 ensure_commands() {
   local pair missing=()
   for pair in "$@"; do
     command -v "${pair%%=*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%=*}" ] || missing+=("${pair#*=}")
   done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  local sudo=()
-  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-  say "installing ${missing[*]} (apt-get)"
-  { "${sudo[@]}" apt-get update -q &&
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; } >&2 || {
-    echo "installing ${missing[*]} failed: install them by hand, then retry" >&2
-    exit 1
-  }
+  [ ${#missing[@]} -eq 0 ] || apt_packages "${missing[@]}"
 }
 
 # ensure_native_libs: the C libraries the crates link beyond libc: OpenSSL, for librdkafka's
 # TLS and SASL (rdkafka's `ssl` feature builds against the system's libssl).
 ensure_native_libs() {
   command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl && return 0
-  local sudo=()
-  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-  say "installing libssl-dev and pkg-config (apt-get): librdkafka's TLS links OpenSSL"
-  { "${sudo[@]}" apt-get update -q &&
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends \
-      libssl-dev pkg-config; } >&2 || {
-    echo "installing libssl-dev and pkg-config failed: install them by hand, then retry" >&2
-    exit 1
-  }
+  apt_packages libssl-dev pkg-config
 }
 
 # ensure_rust: cargo with rustfmt and clippy (rustup is on every machine of this kind), and the

@@ -100,23 +100,48 @@ runtime() {
   printf '%s\n' "$dir"
 }
 
+# pack NAME TAG OUT FILL [CONFIG…]: an OCI archive at OUT of one layer that the command FILL
+# writes (called with the root filesystem's directory last), image config CONFIG (umoci config
+# flags), named localhost/NAME:TAG.
+pack() {
+  local name=$1 tag=$2 out=$3 fill=$4 layout bundle
+  shift 4
+  layout=$(mktemp -d) bundle=$(mktemp -d)
+  umoci init --layout "$layout/oci" >&2
+  umoci new --image "$layout/oci:$tag" >&2
+  umoci unpack --image "$layout/oci:$tag" "$bundle/b" >&2
+  $fill "$bundle/b/rootfs"
+  umoci repack --image "$layout/oci:$tag" "$bundle/b" >&2
+  umoci config --image "$layout/oci:$tag" "$@" >&2
+  umoci gc --layout "$layout/oci" >&2
+  name_archive "$layout/oci/index.json" "localhost/$name:$tag"
+  tar -C "$layout/oci" -cf "$out.tmp" . && mv -f "$out.tmp" "$out"
+  rm -rf -- "$layout" "$bundle"
+}
+
+# keep_newest NAME OUT: <dir>/NAME.oci.tar points at OUT, the cache's only archive of NAME
+# (older keys are never used again).
+keep_newest() {
+  ln -sfn "$(basename "$2")" "$CACHE/$1.oci.tar"
+  find "$CACHE" -maxdepth 1 -name "$1-*.oci.tar" ! -name "$(basename "$2")" -delete
+}
+
+# fill_service RUNTIME BIN NAME ROOTFS: the runtime and the binary.
+fill_service() {
+  cp -a "$1/rootfs/." "$4/"
+  install -D -m 0755 "$2" "$4/usr/local/bin/$3"
+}
+
 # build_one NAME RUNTIME: the OCI archive of NAME; prints its path.
 build_one() {
-  local name=$1 runtime=$2 bin key out layout bundle
+  local name=$1 runtime=$2 bin key out
   bin="$CARGO_TARGET_DIR/release/$name"
   [ -x "$bin" ] || die "$bin missing"
   key=$( { sha256sum "$bin" | cut -d' ' -f1; basename "$runtime"; cat "$0"; } | sha256sum | cut -c1-16)
   out="$CACHE/$name-$key.oci.tar"
   if [ ! -f "$out" ]; then
     say "$name: packing with umoci"
-    layout=$(mktemp -d) bundle=$(mktemp -d)
-    umoci init --layout "$layout/oci" >&2
-    umoci new --image "$layout/oci:$TAG" >&2
-    umoci unpack --image "$layout/oci:$TAG" "$bundle/b" >&2
-    cp -a "$runtime/rootfs/." "$bundle/b/rootfs/"
-    install -D -m 0755 "$bin" "$bundle/b/rootfs/usr/local/bin/$name"
-    umoci repack --image "$layout/oci:$TAG" "$bundle/b" >&2
-    umoci config --image "$layout/oci:$TAG" \
+    pack "$name" "$TAG" "$out" "fill_service $runtime $bin $name" \
       --config.user 65532:65532 --config.workingdir /home/nonroot \
       --config.entrypoint "/usr/local/bin/$name" --config.cmd "${CMD[$name]}" \
       --config.exposedports "${PORT[$name]}/tcp" \
@@ -126,15 +151,9 @@ build_one() {
       --config.label org.opencontainers.image.source=https://github.com/order-platform/order-platform \
       --config.label org.opencontainers.image.version="$(cargo_version)" \
       --config.label org.opencontainers.image.revision="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
-      --history.created_by "scripts/images.sh" >&2
-    umoci gc --layout "$layout/oci" >&2
-    name_archive "$layout/oci/index.json" "localhost/$name:$TAG"
-    tar -C "$layout/oci" -cf "$out.tmp" . && mv -f "$out.tmp" "$out"
-    rm -rf -- "$layout" "$bundle"
+      --history.created_by "scripts/images.sh"
   fi
-  ln -sfn "$(basename "$out")" "$CACHE/$name.oci.tar"
-  # The cache keeps one archive per image: older keys are never used again.
-  find "$CACHE" -maxdepth 1 -name "$name-*.oci.tar" ! -name "$(basename "$out")" -delete
+  keep_newest "$name" "$out"
   printf '%s\n' "$out"
 }
 
@@ -146,7 +165,7 @@ cargo_version() {
 # k8s.io/kubernetes module and packed like upstream's (FROM scratch, /pause, user 65535).
 cmd_pause() {
   ensure_commands gcc=gcc umoci=umoci
-  local k8s version src key out layout bundle
+  local k8s version src key out bin
   k8s=$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' "$ROOT/tools/k8s/go.mod")
   [ -n "$k8s" ] || die "no k8s.io/kubernetes version in tools/k8s/go.mod"
   src=$(cd "$ROOT/tools/k8s" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$k8s" |
@@ -158,22 +177,13 @@ cmd_pause() {
   out="$CACHE/pause-$key.oci.tar"
   if [ ! -f "$out" ]; then
     say "pause $version: compiling $src/linux/pause.c (static)"
-    layout=$(mktemp -d) bundle=$(mktemp -d)
-    gcc -Os -Wall -Werror -static -DVERSION="v$version" -o "$layout/pause" "$src/linux/pause.c" >&2
-    umoci init --layout "$layout/oci" >&2
-    umoci new --image "$layout/oci:$version" >&2
-    umoci unpack --image "$layout/oci:$version" "$bundle/b" >&2
-    install -m 0755 "$layout/pause" "$bundle/b/rootfs/pause"
-    umoci repack --image "$layout/oci:$version" "$bundle/b" >&2
-    umoci config --image "$layout/oci:$version" --config.user 65535:65535 \
-      --config.entrypoint /pause --history.created_by "scripts/images.sh pause" >&2
-    umoci gc --layout "$layout/oci" >&2
-    name_archive "$layout/oci/index.json" "localhost/pause:$version"
-    tar -C "$layout/oci" -cf "$out.tmp" . && mv -f "$out.tmp" "$out"
-    rm -rf -- "$layout" "$bundle"
+    bin=$(mktemp -d)/pause
+    gcc -Os -Wall -Werror -static -DVERSION="v$version" -o "$bin" "$src/linux/pause.c" >&2
+    pack pause "$version" "$out" "install -m 0755 $bin" --config.user 65535:65535 \
+      --config.entrypoint /pause --history.created_by "scripts/images.sh pause"
+    rm -rf -- "$(dirname "$bin")"
   fi
-  ln -sfn "$(basename "$out")" "$CACHE/pause.oci.tar"
-  find "$CACHE" -maxdepth 1 -name "pause-*.oci.tar" ! -name "$(basename "$out")" -delete
+  keep_newest pause "$out"
   say "pause: $out ($(du -h "$out" | cut -f1), localhost/pause:$version)"
 }
 
