@@ -5,11 +5,13 @@ help:
 	@echo "make run           start the local stack and serve the order API on 127.0.0.1:8080"
 	@echo "make test          start the local stack and control plane, run every test suite"
 	@echo "make bench         release build + load test against the local stack (docs/performance.md)"
-	@echo "make images        OCI archives of order-service and order-operator, without Docker"
-	@echo "                   (scripts/images.sh; localhost/<name>:dev in ~/.cache/order-platform/images)"
+	@echo "make images        OCI archives of order-service, order-operator, pause and the chart's dev"
+	@echo "                   stack, without Docker (scripts/images.sh; localhost/<name>:<version>"
+	@echo "                   in ~/.cache/order-platform/images; scripts/node.sh images loads them)"
 	@echo "make lint          cargo fmt --check and clippy -D warnings, as CI runs them"
 	@echo "make stack-up|stack-down|stack-status   the local stack alone (scripts/stack.sh)"
-	@echo "make cluster-up|cluster-down|cluster-status   the local Kubernetes control plane alone"
+	@echo "make cluster-up|cluster-down|cluster-status   the local Kubernetes control plane, its kwok"
+	@echo "                   nodes and one real node (containerd, kubelet: scripts/node.sh)"
 	@echo "                   (scripts/cluster.sh; builds its binaries on first use; then"
 	@echo "                   eval \"\$$(scripts/cluster.sh env)\" for kubectl and cargo test)"
 	@echo "make generate      regenerate crds/, rbac/ and the chart's copies from the operator's code"
@@ -26,6 +28,8 @@ bench:
 
 images:
 	scripts/images.sh build
+	scripts/images.sh pause
+	scripts/images.sh dev
 
 lint:
 	cargo fmt --all -- --check

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# A local Kubernetes control plane (etcd, kube-apiserver with RBAC, kube-controller-manager,
-# kube-scheduler) plus kwok fake nodes, run by kwokctl's "binary" runtime from the binaries that
-# scripts/k8s-tools.sh builds. Everything listens on 127.0.0.1; all state stays under
-# target/cluster/ (KWOK_WORKDIR), nothing goes to ~/.kwok or ~/.kube.
+# A local Kubernetes control plane (etcd, kube-apiserver with Node and RBAC authorization,
+# kube-controller-manager, kube-scheduler) plus kwok fake nodes, run by kwokctl's "binary" runtime
+# from the binaries that scripts/k8s-tools.sh builds, and one real node (scripts/node.sh:
+# containerd, kubelet, kube-proxy, CoreDNS in a network namespace of its own). The control plane
+# listens on 127.0.0.1 and advertises the address node.sh gives the node's side of its link; all
+# state stays under target/cluster/ (KWOK_WORKDIR), nothing goes to ~/.kwok or ~/.kube.
 #
-#   scripts/cluster.sh up       create (or restart) the cluster and its fake nodes; no-op when up
-#   scripts/cluster.sh down     stop the cluster's processes and delete its state
+#   scripts/cluster.sh up       create (or restart) the cluster, its fake nodes and the real node;
+#                               no-op when up (CLUSTER_REAL_NODE=0: no real node)
+#   scripts/cluster.sh down     stop the cluster's processes and the real node, delete their state
 #   scripts/cluster.sh status   exit 0 when the apiserver is ready (prints nodes), 1 otherwise
-#   scripts/cluster.sh env      print `export KUBECONFIG=...`, and where the pinned helm and
-#                               kubectl are (ORDER_PLATFORM_HELM, ORDER_PLATFORM_KUBECTL)
+#   scripts/cluster.sh env      print `export KUBECONFIG=...`, where the pinned helm and
+#                               kubectl are (ORDER_PLATFORM_HELM, ORDER_PLATFORM_KUBECTL), and the
+#                               real node's address (ORDER_PLATFORM_NODE_IP)
 #
 # Pods of Jobs complete (kwok's default stages); a pod labelled orders.dev/simulate=fail fails
 # instead (exit code 1), so a Job made of such pods fails; one labelled orders.dev/simulate=hang
@@ -24,7 +28,10 @@ KCM_CONTROLLERS=deployment-controller,replicaset-controller,job-controller,garba
 KCM_CONTROLLERS+=,namespace-controller,serviceaccount-controller,serviceaccount-token-controller
 KCM_CONTROLLERS+=,node-lifecycle-controller,root-ca-certificate-publisher-controller
 KCM_CONTROLLERS+=,ttl-after-finished-controller,resourcequota-controller,disruption-controller
-KCM_CONTROLLERS+=,horizontal-pod-autoscaler-controller
+KCM_CONTROLLERS+=,horizontal-pod-autoscaler-controller,endpointslice-controller
+REAL_NODE=${CLUSTER_REAL_NODE:-1}
+# The apiserver's advertised address and the Service range, shared with the real node.
+eval "$("$ROOT/scripts/node.sh" addresses)"
 KUBECONFIG_OUT="$STATE/kubeconfig"
 # kwokctl keeps its config (kwok.yaml), cluster state, PKI, pid files and logs here.
 export KWOK_WORKDIR="$STATE/kwok"
@@ -111,18 +118,51 @@ options:
   kwokControllerBinary: $BIN/kwok
   etcdBinary: $BIN/etcd
   kubectlBinary: $BIN/kubectl
+  # Pods reach the apiserver through the kubernetes Service (first address of the Service range)
+  # and the advertised address; its serving certificate must name both.
+  kubeApiserverCertSANs:
+  - $NODE_HOST_IP
+  - $(python3 -c 'import ipaddress,sys; print(ipaddress.ip_network(sys.argv[1])[1])' "$NODE_SERVICE_CIDR")
 componentsPatches:
 # Throwaway test data: skip fsync (faster writes, not crash-safe).
 - name: etcd
   extraArgs:
   - key: unsafe-no-fsync
     value: "true"
+# kwokctl's binary runtime has kwok manage every node; it must leave the real node to its
+# kubelet: only nodes `kwokctl scale node` annotates are kwok's.
+- name: kwok-controller
+  extraArgs:
+  - key: manage-all-nodes
+    value: "false"
+  - key: manage-nodes-with-annotation-selector
+    value: kwok.x-k8s.io/node=fake
+- name: kube-apiserver
+  extraArgs:
+  # The kubernetes Service's endpoint: an address the real node reaches (node.sh's link), not
+  # 127.0.0.1, which the apiserver refuses to publish.
+  - key: advertise-address
+    value: $NODE_HOST_IP
+  - key: service-cluster-ip-range
+    value: $NODE_SERVICE_CIDR
+  # Kubelets may change only their own Node and their pods (the Node authorizer is on already).
+  - key: enable-admission-plugins
+    value: NodeRestriction
+  # logs, exec and port-forward: the apiserver authenticates to kubelets with the admin
+  # certificate (system:masters).
+  - key: kubelet-client-certificate
+    value: $CLUSTER_DIR/pki/admin.crt
+  - key: kubelet-client-key
+    value: $CLUSTER_DIR/pki/admin.key
+  - key: kubelet-preferred-address-types
+    value: InternalIP
 - name: kube-controller-manager
   extraArgs:
   # node-lifecycle removes the node.kubernetes.io/not-ready taint the apiserver's admission puts
   # on new nodes (without it nothing schedules); ttl-after-finished cleans up finished Jobs;
   # resourcequota fills quota usage (tests hold a Job back with a quota); disruption fills PDB status;
-  # the HPA controller keeps replicas within min and max (no metrics API here, so no more).
+  # the HPA controller keeps replicas within min and max (no metrics API here, so no more);
+  # endpointslice feeds the real node's kube-proxy.
   - key: controllers
     value: $KCM_CONTROLLERS
   - key: horizontal-pod-autoscaler-sync-period
@@ -188,6 +228,7 @@ wait_ready() {
 cmd_up() {
   local start=$SECONDS
   if [ -d "$CLUSTER_DIR" ] && ready; then
+    [ "$REAL_NODE" = 0 ] || "$ROOT/scripts/node.sh" up
     say "cluster $NAME already up ($((SECONDS - start)) s)"
     return
   fi
@@ -212,10 +253,12 @@ cmd_up() {
     [ -z "$(kubectl --kubeconfig "$KUBECONFIG_OUT" get nodes -o jsonpath='{.items[*].spec.taints}')" ] && break
     sleep 0.5
   done
-  say "cluster $NAME up with $NODES nodes ($((SECONDS - start)) s); $(cmd_env)"
+  [ "$REAL_NODE" = 0 ] || "$ROOT/scripts/node.sh" up
+  say "cluster $NAME up with $NODES kwok nodes$([ "$REAL_NODE" = 0 ] || echo " and a real node") ($((SECONDS - start)) s); $(cmd_env)"
 }
 
 cmd_down() {
+  "$ROOT/scripts/node.sh" down
   if [ ! -d "$CLUSTER_DIR" ]; then
     say "cluster $NAME not found"
   else
@@ -239,6 +282,8 @@ cmd_status() {
 cmd_env() {
   printf 'export KUBECONFIG=%s\n' "$KUBECONFIG_OUT"
   printf 'export ORDER_PLATFORM_HELM=%s ORDER_PLATFORM_KUBECTL=%s\n' "$BIN/helm" "$BIN/kubectl"
+  # The real node's address: NodePort Services answer there (from this machine only).
+  [ "$REAL_NODE" = 0 ] || printf 'export ORDER_PLATFORM_NODE_IP=%s\n' "$NODE_IP"
 }
 
 case "${1:-}" in

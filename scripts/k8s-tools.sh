@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local Kubernetes binaries, built with `go build` from the Go modules pinned in
-# tools/{k8s,etcd,kwok,helm,containerd,cni,crictl}/go.mod (resolved through the Go module proxy;
+# tools/{k8s,etcd,kwok,helm,containerd,cni,crictl,coredns}/go.mod (resolved through the Go module proxy;
 # no source is vendored).
 #
 #   scripts/k8s-tools.sh build [NAME…]   build the control plane: kube-apiserver,
@@ -8,7 +8,8 @@
 #                                kwokctl and helm (or only the NAMEs) into the cache, skipping
 #                                up-to-date ones; `build node` builds what a real node runs:
 #                                kubelet, kube-proxy, containerd (with its runc shim and ctr),
-#                                the CNI plugins bridge, host-local, loopback and portmap, crictl
+#                                the CNI plugins bridge, host-local, loopback and portmap, crictl,
+#                                and CoreDNS (the node's cluster DNS)
 #   scripts/k8s-tools.sh path    print the bin dir
 #   scripts/k8s-tools.sh check   run each binary's --version and compare with the pins
 #
@@ -61,14 +62,14 @@ ensure_go() {
 }
 go_required() {
   local d
-  for d in k8s etcd kwok helm containerd cni crictl; do awk '$1 == "go" && NF == 2 { print $2 }' "$TOOLS/$d/go.mod"; done |
+  for d in k8s etcd kwok helm containerd cni crictl coredns; do awk '$1 == "go" && NF == 2 { print $2 }' "$TOOLS/$d/go.mod"; done |
     sort -V | tail -n1
 }
 
 # The binaries: name, module dir under tools/, package, extra -ldflags.
 declare -a NAMES=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm)
 declare -a NODE_NAMES=(kubelet kube-proxy containerd containerd-shim-runc-v2 ctr bridge host-local
-  loopback portmap crictl)
+  loopback portmap crictl coredns)
 declare -A DIR PKG LDFLAGS TAGS
 k8s_ld="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION"
 k8s_ld+=" -X k8s.io/component-base/version.gitMajor=1"
@@ -97,6 +98,9 @@ for n in bridge loopback host-local portmap; do
 done
 DIR[crictl]=crictl PKG[crictl]=sigs.k8s.io/cri-tools/cmd/crictl
 LDFLAGS[crictl]="-X sigs.k8s.io/cri-tools/pkg/version.Version=$(mod_version crictl sigs.k8s.io/cri-tools)"
+# CoreDNS with its default plugin set (core/plugin/zplugin.go), version stamped like its Makefile.
+DIR[coredns]=coredns PKG[coredns]=github.com/coredns/coredns
+LDFLAGS[coredns]="-X github.com/coredns/coredns/coremain.GitCommit=$(mod_version coredns github.com/coredns/coredns)"
 DIR[etcd]=etcd PKG[etcd]=go.etcd.io/etcd/server/v3 LDFLAGS[etcd]=""
 # kwok's release build stamps its default Kubernetes version; point it at the pinned one so
 # kwokctl's defaults (feature gates, runtime config) match the binaries built here.
@@ -191,6 +195,7 @@ cmd_check() {
     expect containerd "$containerd_v" --version
     expect ctr "$containerd_v" --version
     expect crictl "$(mod_version crictl sigs.k8s.io/cri-tools)" --version
+    expect coredns "CoreDNS-$(mod_version coredns github.com/coredns/coredns | tr -d v)" -version
   fi
   # helm's default Kubernetes version (no cluster), set by the ldflags above.
   local chart kv

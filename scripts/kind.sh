@@ -2,9 +2,10 @@
 # The platform on a local kind cluster, for machines with Docker (this project's own test
 # machines have none: there, scripts/cluster.sh is the cluster).
 #
-#   scripts/kind.sh up     create the kind cluster (kind-config.yaml), build the two images
-#                          (scripts/images.sh) and load them, install the chart with its dev stack and example platform,
-#                          wait until the platform is Ready, call the API once
+#   scripts/kind.sh up     create the kind cluster (kind-config.yaml), build the two images and
+#                          the dev stack's three (scripts/images.sh build, dev) and load them,
+#                          install the chart with its dev stack and example platform, wait until
+#                          the platform is Ready, call the API once
 #   scripts/kind.sh down   delete the kind cluster
 #
 # kind and helm: from PATH, else built from their Go modules into the cache (kind pinned below,
@@ -64,12 +65,14 @@ cmd_up() {
   "$KIND" get kubeconfig --name "$CLUSTER" >"$KUBECONFIG"
 
   # The same OCI archives `make images` builds and `make test` checks (not `docker build`), so
-  # kind and the local cluster run one set of images: localhost/<name>:dev.
+  # kind and the local cluster run one set of images: localhost/<name>:<appVersion>, the dev
+  # stack's (PostgreSQL, Kafka, moto) included, as nothing is pulled from a registry.
   "$ROOT/scripts/images.sh" build
-  local images
+  "$ROOT/scripts/images.sh" dev
+  local images image
   images=$("$ROOT/scripts/images.sh" path)
   say "loading the images into kind"
-  for image in order-service order-operator; do
+  for image in order-service order-operator order-dev-postgres order-dev-kafka order-dev-moto; do
     "$KIND" load image-archive --name "$CLUSTER" "$images/$image.oci.tar"
   done
 

@@ -8,8 +8,9 @@ cd "$ROOT"
 ensure_rust
 with_stack
 
-# The operator's suites need the control plane (scripts/cluster.sh; its binaries are built on first
-# use). As with the stack, `down` on exit only when this run found it not running.
+# The operator's suites need the control plane and its real node (scripts/cluster.sh; their
+# binaries are built on first use). As with the stack, `down` on exit only when this run found it
+# not running.
 if ! "$ROOT/scripts/cluster.sh" status >/dev/null 2>&1; then
   # shellcheck disable=SC2016 # expanded when the cleanup runs
   on_exit '"$ROOT/scripts/cluster.sh" down'
@@ -22,17 +23,22 @@ say "dropping test databases of earlier runs"
 psql "$DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'" |
   while read -r db; do psql "$DATABASE_URL" -qc "DROP DATABASE \"$db\" WITH (FORCE)"; done
 
-# The container images (release binaries on a distroless-like runtime); the images suite checks
-# them against the Dockerfile. Cached: a warm run only hashes.
+# The container images (release binaries on a distroless-like runtime; the sandbox image; the
+# chart's development stack, from Debian packages and the stack's pins); the images suite checks
+# them against the Dockerfile and runs them. Cached: a warm run only hashes.
 "$ROOT/scripts/images.sh" build
 "$ROOT/scripts/images.sh" pause
+"$ROOT/scripts/images.sh" dev
 ORDER_PLATFORM_IMAGES=$("$ROOT/scripts/images.sh" path)
 # A real container runtime (containerd from its Go module, Debian's runc): the images suite runs
-# both images in a containerd of its own.
-ensure_commands runc=runc
+# the images in a containerd of its own (the dev stack's each in a network namespace).
+ensure_commands runc=runc ip=iproute2
 "$ROOT/scripts/k8s-tools.sh" build node
 ORDER_PLATFORM_NODE_BIN=$("$ROOT/scripts/k8s-tools.sh" path)
 export ORDER_PLATFORM_IMAGES ORDER_PLATFORM_NODE_BIN
+# The cluster's real node (scripts/node.sh) runs these same archives: the realnode suite
+# installs the chart on it. Imported only when the node lacks that exact image.
+"$ROOT/scripts/node.sh" images
 
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"

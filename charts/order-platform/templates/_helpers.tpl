@@ -30,3 +30,26 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* A development stack image, from dev.<server>.image: repository:tag, the tag defaulting to
+the chart's appVersion (scripts/images.sh dev tags them with it). */}}
+{{- define "order-platform.devImage" -}}
+{{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* What the development stack's pods share: non-root (the images run as 65532), and
+dev.nodeSelector and dev.tolerations. */}}
+{{- define "order-platform.devPod" -}}
+securityContext:
+  runAsNonRoot: true
+  seccompProfile:
+    type: RuntimeDefault
+{{- with .Values.dev.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.dev.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

@@ -4,7 +4,7 @@
 //! running the operator binary with the chart's ServiceAccount token.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
@@ -16,63 +16,12 @@ use kube::runtime::conditions;
 use kube::Api;
 use order_operator::crd::OrderPlatform;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::harness::install_crd;
 use crate::stack;
 use crate::support::{connect, poll_until, wait_for, TestNamespace, CONTROL_PLANE_TIMEOUT};
-
-fn chart() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/order-platform")
-}
-
-/// A tool from `scripts/cluster.sh env` (`ORDER_PLATFORM_HELM`, `ORDER_PLATFORM_KUBECTL`).
-fn tool(variable: &str) -> PathBuf {
-    std::env::var_os(variable)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            panic!("{variable} is not set: run `make test`, or eval \"$(scripts/cluster.sh env)\"")
-        })
-}
-
-async fn run(program: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin");
-        pipe.write_all(text.as_bytes()).await.expect("write stdin");
-    }
-    child.wait_with_output().await.expect("wait")
-}
-
-/// Runs and insists on success; returns stdout.
-async fn ok(program: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let out = run(program, args, stdin).await;
-    assert!(
-        out.status.success(),
-        "{} {}: {}{}",
-        program.display(),
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn helm(args: &[&str]) -> String {
-    ok(&tool("ORDER_PLATFORM_HELM"), args, None).await
-}
+use crate::tools::{chart, helm, ok, run, tool};
 
 /// Every document of a YAML stream that is not empty.
 fn documents(text: &str) -> Vec<serde_yaml::Value> {
@@ -646,8 +595,23 @@ async fn the_charts_default_images_are_the_ones_make_images_builds() {
             found
         })
         .collect();
-    for name in ["order-operator", "order-service"] {
-        let want = format!("localhost/{name}:{app_version}");
-        assert!(images.contains(&want), "{want} in {images:?}");
+    // Every image the chart names (the development stack's too) is one scripts/images.sh
+    // builds: nothing is pulled from a registry.
+    let built = [
+        "order-operator",
+        "order-service",
+        "order-dev-postgres",
+        "order-dev-kafka",
+        "order-dev-moto",
+    ]
+    .map(|name| format!("localhost/{name}:{app_version}"));
+    for want in &built {
+        assert!(images.contains(want), "{want} in {images:?}");
+    }
+    for image in &images {
+        assert!(
+            built.contains(image),
+            "{image} is not built by scripts/images.sh"
+        );
     }
 }

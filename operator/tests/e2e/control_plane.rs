@@ -29,8 +29,11 @@ const IMAGE: &str = "registry.invalid/smoke:1";
 /// The pod label kwok's `pod-fail-on-label` stage (scripts/cluster.sh) turns into a failed pod.
 const SIMULATE_LABEL: &str = "orders.dev/simulate";
 
+/// The annotation `kwokctl scale node` puts on its nodes, the only ones kwok manages.
+const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+
 #[tokio::test]
-async fn fake_nodes_are_registered_and_ready() {
+async fn kwok_nodes_and_the_real_node_are_registered_and_ready() {
     let client = connect().await;
 
     let nodes = Api::<Node>::all(client)
@@ -38,20 +41,59 @@ async fn fake_nodes_are_registered_and_ready() {
         .await
         .unwrap();
 
-    assert!(!nodes.items.is_empty(), "the cluster has no nodes");
-    for node in &nodes.items {
+    let (kwok, real): (Vec<&Node>, Vec<&Node>) = nodes.items.iter().partition(|n| {
+        n.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(KWOK_NODE_ANNOTATION))
+            .is_some_and(|v| v == "fake")
+    });
+    assert!(!kwok.is_empty(), "the cluster has no kwok nodes");
+    assert_eq!(real.len(), 1, "expected one real node (scripts/node.sh)");
+    for node in nodes.items.iter() {
         let name = node.metadata.name.as_deref().unwrap_or_default();
         assert!(
             condition_is_true("Ready").matches_object(Some(node)),
             "node {name} is not Ready: {:?}",
             node.status.as_ref().and_then(|s| s.conditions.as_ref())
         );
+    }
+    for node in &kwok {
         assert_eq!(
             node.spec.as_ref().and_then(|s| s.taints.as_ref()),
             None,
-            "node {name} is tainted, so pods would not schedule on it"
+            "kwok node {:?} is tainted, so pods would not schedule on it",
+            node.metadata.name
         );
     }
+    // The real node: its own kubelet reports it (kwok would report itself), and its taint keeps
+    // every pod that does not ask for it on the kwok nodes.
+    let info = real[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.node_info.as_ref())
+        .expect("node info");
+    assert!(
+        info.container_runtime_version.starts_with("containerd://"),
+        "the real node's runtime is {}",
+        info.container_runtime_version
+    );
+    assert!(
+        info.kubelet_version.starts_with("v1."),
+        "kubelet {}",
+        info.kubelet_version
+    );
+    let taints = real[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t.key == "orders.dev/real-node" && t.effect == "NoSchedule"),
+        "the real node is not tainted: {taints:?}"
+    );
 }
 
 #[tokio::test]

@@ -13,3 +13,5 @@ mod spec;
 #[path = "../common/stack.rs"]
 mod stack;
 mod support;
+#[path = "../common/tools.rs"]
+mod tools;

@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions, Condition};
-use kube::{Api, Client, Config, Resource};
+use kube::{Api, Client, Config, Resource, ResourceExt};
+use order_operator::crd::OrderPlatform;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -156,7 +157,9 @@ impl Drop for TestNamespace {
                 .build()
                 .expect("a runtime to delete the test namespace");
             runtime.block_on(async {
-                let namespaces = Api::<Namespace>::all(connect().await);
+                let client = connect().await;
+                release_platforms(&client, &name).await;
+                let namespaces = Api::<Namespace>::all(client);
                 namespaces.delete(&name, &DeleteParams::background()).await
             })
         })
@@ -165,6 +168,26 @@ impl Drop for TestNamespace {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => eprintln!("leaving namespace {} behind: {e}", self.name),
             Err(_) => eprintln!("leaving namespace {} behind: delete panicked", self.name),
+        }
+    }
+}
+
+/// Drops the cleanup finalizer of every OrderPlatform left in `namespace`: a test's operator
+/// stops with the test, and a `Delete` platform's finalizer would otherwise hold the namespace in
+/// `Terminating` for good. (Nothing to do when the CRD is not installed.)
+async fn release_platforms(client: &Client, namespace: &str) {
+    let platforms = Api::<OrderPlatform>::namespaced(client.clone(), namespace);
+    let Ok(list) = platforms.list(&ListParams::default()).await else {
+        return;
+    };
+    let release = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+    for platform in list.items.iter().filter(|p| !p.finalizers().is_empty()) {
+        let name = platform.name_any();
+        if let Err(e) = platforms
+            .patch(&name, &PatchParams::default(), &release)
+            .await
+        {
+            eprintln!("releasing OrderPlatform {namespace}/{name}: {e}");
         }
     }
 }

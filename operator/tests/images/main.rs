@@ -1,7 +1,10 @@
 //! The OCI archives `scripts/images.sh` builds (`make test` builds them first) against the
 //! Dockerfile's runtime stages: the same user, entrypoint, command and exposed port, and every
 //! file the binary needs to start (its ELF interpreter and shared libraries, the CA bundle, the
-//! `nonroot` user, a writable `/tmp`).
+//! `nonroot` user, a writable `/tmp`); all of them, the development stack's included (`dev`),
+//! run as containers in a containerd of the test's own.
+
+mod dev;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
