@@ -1,10 +1,12 @@
 # The two commands that matter: `make run` and `make test`. Everything else is for hand use.
-.PHONY: help run test bench images lint fmt generate stack-up stack-down stack-status cluster-up cluster-down cluster-status kind-up kind-down
+.PHONY: help run test bench bench-node images lint fmt generate stack-up stack-down stack-status cluster-up cluster-down cluster-status kind-up kind-down
 
 help:
 	@echo "make run           start the local stack and serve the order API on 127.0.0.1:8080"
 	@echo "make test          start the local stack and control plane, run every test suite"
 	@echo "make bench         release build + load test against the local stack (docs/performance.md)"
+	@echo "make bench-node    the operator's and the service's memory and CPU on the real node, idle"
+	@echo "                   and under load (scripts/bench-node.sh)"
 	@echo "make images        OCI archives of order-service, order-operator, pause and the chart's dev"
 	@echo "                   stack, without Docker (scripts/images.sh; localhost/<name>:<version>"
 	@echo "                   in ~/.cache/order-platform/images; scripts/node.sh images loads them)"
@@ -25,6 +27,9 @@ test:
 
 bench:
 	scripts/bench.sh $(ARGS)
+
+bench-node:
+	scripts/bench-node.sh $(ARGS)
 
 images:
 	scripts/images.sh build

@@ -9,6 +9,9 @@
 #   scripts/images.sh dev [order-dev-postgres|order-dev-kafka|order-dev-moto…]
 #                                                              the development stack's images
 #                                                              (default: all three), print sizes
+#   scripts/images.sh variants                                 order-service releases for the
+#                                                              rollout tests (next, crashloop,
+#                                                              badmigrate; see cmd_variants)
 #   scripts/images.sh path                                     the directory of the archives
 #
 # The runtime is what gcr.io/distroless/cc-debian12 holds (GoogleContainerTools/distroless:
@@ -157,7 +160,8 @@ pack() {
 # (older keys are never used again).
 keep_newest() {
   ln -sfn "$(basename "$2")" "$CACHE/$1.oci.tar"
-  find "$CACHE" -maxdepth 1 -name "$1-*.oci.tar" ! -name "$(basename "$2")" -delete
+  # NAME-<16 hex>.oci.tar only: order-service's must not take order-service-next's with it.
+  find "$CACHE" -maxdepth 1 -name "$1-????????????????.oci.tar" ! -name "$(basename "$2")" -delete
 }
 
 # fill_service RUNTIME BIN NAME ROOTFS: the runtime and the binary.
@@ -501,13 +505,59 @@ cmd_dev() {
   for name in "$@"; do "dev_${name#order-dev-}"; done
 }
 
+# ---- releases for the rollout tests ---------------------------------------------------------
+
+# Each is the order-service image with one change to its config (the layers stay shared), so the
+# realnode suite can roll a new version, a crash-looping one and one whose migration fails
+# without building another binary:
+#   next        a label only: a new image (new digest) that works
+#   crashloop   ORDER_SERVICE_BODY_LIMIT not a number: `serve` exits 2 at once (its own flag),
+#               `migrate` ignores it, so the migration succeeds and the new pods never get ready
+#   badmigrate  ORDER_SERVICE_DB_ACQUIRE_TIMEOUT not a duration: `migrate` (and `serve`) exit 2
+declare -A VARIANT_ENV=(
+  [next]=""
+  [crashloop]="ORDER_SERVICE_BODY_LIMIT=not-a-number"
+  [badmigrate]="ORDER_SERVICE_DB_ACQUIRE_TIMEOUT=not-a-duration"
+)
+
+# cmd_variants: localhost/order-service:<version>-<variant> for each variant, from the archive
+# `build` made (run it first).
+cmd_variants() {
+  local base="$CACHE/order-service.oci.tar" tag variant key out layout flags
+  [ -f "$base" ] || die "no order-service archive: run $0 build first"
+  tag=$(cargo_version)
+  for variant in "${!VARIANT_ENV[@]}"; do
+    key=$( { sha256sum "$(readlink -f "$base")" | cut -d' ' -f1; echo "$variant=${VARIANT_ENV[$variant]}"; cat "$0"; } |
+      sha256sum | cut -c1-16)
+    out="$CACHE/order-service-$variant-$key.oci.tar"
+    if [ ! -f "$out" ]; then
+      layout=$(mktemp -d)
+      on_exit "rm -rf -- $(printf '%q' "$layout")"
+      tar -C "$layout" -xf "$base"
+      # umoci addresses images by a bare tag; the archive names its image in full.
+      name_archive "$layout/index.json" "$tag"
+      flags=(--config.label "org.opencontainers.image.version=$tag-$variant")
+      [ -z "${VARIANT_ENV[$variant]}" ] || flags+=(--config.env "${VARIANT_ENV[$variant]}")
+      umoci config --image "$layout:$tag" --tag "$tag-$variant" "${flags[@]}" >&2
+      umoci rm --image "$layout:$tag" >&2
+      umoci gc --layout "$layout" >&2
+      name_archive "$layout/index.json" "localhost/order-service:$tag-$variant"
+      tar -C "$layout" -cf "$out.tmp" . && mv -f "$out.tmp" "$out"
+      rm -rf -- "$layout"
+    fi
+    keep_newest "order-service-$variant" "$out"
+    say "order-service-$variant: $out (localhost/order-service:$tag-$variant)"
+  done
+}
+
 case "${1:-}" in
   build) shift && cmd_build "$@" ;;
+  variants) cmd_variants ;;
   pause) cmd_pause ;;
   dev) shift && cmd_dev "$@" ;;
   path) printf '%s\n' "$CACHE" ;;
   *)
-    echo "usage: $0 build [order-service|order-operator…] | pause | dev [order-dev-postgres|order-dev-kafka|order-dev-moto…] | path" >&2
+    echo "usage: $0 build [order-service|order-operator…] | pause | dev [order-dev-postgres|order-dev-kafka|order-dev-moto…] | variants | path" >&2
     exit 2
     ;;
 esac

@@ -8,6 +8,10 @@
 #   scripts/node.sh status   exit 0 when the node is Ready
 #   scripts/node.sh load ARCHIVE...   import OCI archives into the node's containerd (pinned)
 #   scripts/node.sh images            load every archive scripts/images.sh built (`up` does too)
+#   scripts/node.sh pid NS POD        the host PID of a pod's container (the rollout tests kill it)
+#   scripts/node.sh cgroup NS POD     its cgroup path (scripts/bench-node.sh reads memory and CPU)
+#   scripts/node.sh freeze|thaw NS POD   stop or resume all of a pod's container (its freezer
+#                                     cgroup): a dependency that hangs
 #   scripts/node.sh addresses         print the addresses cluster.sh gives the apiserver
 #
 # The network lives in a network namespace of its own ($NETNS): the node's address ($NODE_IP) on
@@ -466,8 +470,39 @@ cmd_load() {
 # development stack's).
 cmd_images() {
   local archives
-  mapfile -t archives < <(find "$("$ROOT/scripts/images.sh" path)" -maxdepth 1 -name '*.oci.tar' -type l | sort)
+  # The names images.sh keeps pointing at the newest archive of each image (-xtype f: not
+  # a link left dangling).
+  mapfile -t archives < <(find "$("$ROOT/scripts/images.sh" path)" -maxdepth 1 -name '*.oci.tar' -type l -xtype f | sort)
   [ ${#archives[@]} -eq 0 ] || cmd_load "${archives[@]}"
+}
+
+# container_of NAMESPACE POD: the id of the pod's first running container.
+container_of() {
+  local id
+  id=$(crictl ps --state running --label "io.kubernetes.pod.namespace=$1" \
+    --label "io.kubernetes.pod.name=$2" -q 2>/dev/null | head -n1)
+  [ -n "$id" ] || die "no running container of pod $1/$2 on $NODE_NAME"
+  printf '%s\n' "$id"
+}
+
+# cmd_pid NAMESPACE POD: the host PID of the pod's container process (tests kill it).
+cmd_pid() {
+  crictl inspect "$(container_of "$1" "$2")" | python3 -c 'import json, sys; print(json.load(sys.stdin)["info"]["pid"])'
+}
+
+# cmd_cgroup NAMESPACE POD: the cgroup path of the pod's container (under each hierarchy).
+cmd_cgroup() {
+  crictl inspect "$(container_of "$1" "$2")" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["info"]["runtimeSpec"]["linux"]["cgroupsPath"])'
+}
+
+# cmd_freeze NAMESPACE POD FROZEN|THAWED: stop or resume every process of the pod's container at
+# once, through its cgroup's freezer (a dependency that hangs, as a stopped VM would).
+cmd_freeze() {
+  local path
+  path=$(cmd_cgroup "$1" "$2")
+  [ -f "/sys/fs/cgroup/freezer$path/freezer.state" ] || die "no freezer cgroup $path"
+  echo "$3" >"/sys/fs/cgroup/freezer$path/freezer.state"
 }
 
 cmd_up() {
@@ -543,9 +578,13 @@ case "${1:-}" in
   status) cmd_status ;;
   load) shift && cmd_load "$@" ;;
   images) cmd_images ;;
+  pid) shift && cmd_pid "$@" ;;
+  cgroup) shift && cmd_cgroup "$@" ;;
+  freeze) shift && cmd_freeze "$1" "$2" FROZEN ;;
+  thaw) shift && cmd_freeze "$1" "$2" THAWED ;;
   addresses) printf 'NODE_HOST_IP=%s\nNODE_IP=%s\nNODE_SERVICE_CIDR=%s\n' "$HOST_IP" "$NODE_IP" "$SERVICE_CIDR" ;;
   *)
-    echo "usage: $0 up|down|status|load ARCHIVE...|images|addresses" >&2
+    echo "usage: $0 up|down|status|load ARCHIVE...|images|pid NS POD|cgroup NS POD|freeze NS POD|thaw NS POD|addresses" >&2
     exit 2
     ;;
 esac

@@ -29,6 +29,9 @@ psql "$DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE '
 "$ROOT/scripts/images.sh" build
 "$ROOT/scripts/images.sh" pause
 "$ROOT/scripts/images.sh" dev
+# Releases of order-service for the realnode suite's rollouts (a new one, a crash-looping one,
+# one whose migration fails): the same layers, one config change each.
+"$ROOT/scripts/images.sh" variants
 ORDER_PLATFORM_IMAGES=$("$ROOT/scripts/images.sh" path)
 # A real container runtime (containerd from its Go module, Debian's runc): the images suite runs
 # the images in a containerd of its own (the dev stack's each in a network namespace).

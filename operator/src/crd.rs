@@ -102,6 +102,13 @@ pub struct OrderPlatformSpec {
     /// A PodDisruptionBudget for the service pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_disruption_budget: Option<PodDisruptionBudgetSpec>,
+    /// How long a rollout may go without progress (new pods not becoming ready, say a
+    /// crash-looping image) before the platform reports `Ready=False` with reason
+    /// `RolloutStuck` and a Warning Event; the old pods keep serving meanwhile. The
+    /// Deployment's `progressDeadlineSeconds`; default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 10 && self <= 86400").message("progressDeadlineSeconds must be 10 to 86400"))]
+    pub progress_deadline_seconds: Option<i32>,
     /// PostgreSQL: where the orders live, and how migrations run.
     pub database: DatabaseSpec,
     /// DynamoDB: status history and hourly counters.
@@ -144,13 +151,14 @@ pub const RESERVED_ENV: &[&str] = &[
     "ORDER_SERVICE_PARTICIPANT_RETRIES",
     "ORDER_SERVICE_BREAKER_FAILURES",
     "ORDER_SERVICE_PARTICIPANT_CONCURRENCY",
+    "ORDER_SERVICE_SHUTDOWN_TIMEOUT",
     "KAFKA_BOOTSTRAP_SERVERS",
     "AWS_REGION",
     "DYNAMODB_ENDPOINT",
 ];
 
 /// The CEL form of [`RESERVED_ENV`] (a test keeps the two equal).
-const RESERVED_ENV_RULE: &str = "self.all(e, !(e.name in ['DATABASE_URL', 'ORDER_SERVICE_ADDR', 'ORDER_SERVICE_LOG_FORMAT', 'ORDER_SERVICE_SINKS', 'ORDER_SERVICE_TABLE_PREFIX', 'ORDER_SERVICE_HISTORY_RETENTION_DAYS', 'ORDER_SERVICE_EVENTS_TOPIC', 'ORDER_SERVICE_CUSTOMER_URL', 'ORDER_SERVICE_INVENTORY_URL', 'ORDER_SERVICE_PAYMENT_URL', 'ORDER_SERVICE_PARTICIPANT_TIMEOUT', 'ORDER_SERVICE_PARTICIPANT_RETRIES', 'ORDER_SERVICE_BREAKER_FAILURES', 'ORDER_SERVICE_PARTICIPANT_CONCURRENCY', 'KAFKA_BOOTSTRAP_SERVERS', 'AWS_REGION', 'DYNAMODB_ENDPOINT']))";
+const RESERVED_ENV_RULE: &str = "self.all(e, !(e.name in ['DATABASE_URL', 'ORDER_SERVICE_ADDR', 'ORDER_SERVICE_LOG_FORMAT', 'ORDER_SERVICE_SINKS', 'ORDER_SERVICE_TABLE_PREFIX', 'ORDER_SERVICE_HISTORY_RETENTION_DAYS', 'ORDER_SERVICE_EVENTS_TOPIC', 'ORDER_SERVICE_CUSTOMER_URL', 'ORDER_SERVICE_INVENTORY_URL', 'ORDER_SERVICE_PAYMENT_URL', 'ORDER_SERVICE_PARTICIPANT_TIMEOUT', 'ORDER_SERVICE_PARTICIPANT_RETRIES', 'ORDER_SERVICE_BREAKER_FAILURES', 'ORDER_SERVICE_PARTICIPANT_CONCURRENCY', 'ORDER_SERVICE_SHUTDOWN_TIMEOUT', 'KAFKA_BOOTSTRAP_SERVERS', 'AWS_REGION', 'DYNAMODB_ENDPOINT']))";
 
 /// How a rollout replaces pods.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -138,14 +138,14 @@ async fn tables(
     let names = || desired.iter().map(|t| t.name.clone());
     let target = match dynamodb_target(platform, ctx).await {
         Ok(target) => target,
-        Err(problem) => return all_failed(names(), problem),
+        Err(problem) => return all_failed(names(), records, problem),
     };
     let provisioner = ctx.connections.tables(&target, &ctx.metrics.external).await;
     let mut observed = Vec::with_capacity(desired.len());
     for table in desired {
         match provisioner.observe(&table.name).await {
             Ok(found) => observed.push(found),
-            Err(e) => return all_failed(names(), (e.reason(), e.to_string())),
+            Err(e) => return all_failed(names(), records, (e.reason(), e.to_string())),
         }
     }
     let plan_all = |records: &Records| -> Vec<TablePlan> {
@@ -206,18 +206,18 @@ async fn topics(
     let names = || desired.iter().map(|t| t.name.clone());
     let target = match kafka_target(platform, ctx).await {
         Ok(target) => target,
-        Err(problem) => return all_failed(names(), problem),
+        Err(problem) => return all_failed(names(), records, problem),
     };
     let provisioner = match ctx.connections.topics(&target, &ctx.metrics.external).await {
         Ok(provisioner) => provisioner,
-        Err(problem) => return all_failed(names(), problem),
+        Err(problem) => return all_failed(names(), records, problem),
     };
     let observed = match provisioner
         .observe(desired.iter().map(|t| t.name.as_str()))
         .await
     {
         Ok(observed) => observed,
-        Err(e) => return all_failed(names(), (e.reason(), e.to_string())),
+        Err(e) => return all_failed(names(), records, (e.reason(), e.to_string())),
     };
     let plan_all = |records: &Records| -> Vec<TopicPlan> {
         desired
@@ -264,12 +264,17 @@ async fn topics(
     outcomes
 }
 
+/// Every resource failed before it could be looked at. Each keeps the origin the status
+/// records: for a topic that record is the only proof this platform created it, and a failure
+/// (Kafka down, a bad password) must not turn it into someone else's topic.
 fn all_failed(
     names: impl Iterator<Item = String>,
+    records: &Records,
     (reason, message): (&'static str, String),
 ) -> Vec<ResourceOutcome> {
     names
         .map(|name| ResourceOutcome {
+            origin: records.get(&name),
             name,
             error: Some((reason, message.clone())),
             ..ResourceOutcome::default()

@@ -215,14 +215,28 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
     status.migrated_revision = migration.migrated.clone();
 
     let spec_image = desired.image.as_str();
-    let (service, rolled_out) = status::service_verdict(deployment.as_ref(), desired);
+    let (service, rollout) = status::service_verdict(deployment.as_ref(), desired);
     let ready = status::ready_verdict(
         &migration.verdict,
         &[&tables, &topics],
         &service,
-        rolled_out,
+        &rollout,
         spec_image,
     );
+    // One Warning per stuck rollout (a new spec, or the rollout recovering, warns anew).
+    if ready.reason != status::ROLLOUT_STUCK {
+        ctx.clear_warning(platform, status::ROLLOUT_STUCK);
+    } else if ctx.first_warning(platform, status::ROLLOUT_STUCK, ready.reason) {
+        let note = ready.message.clone();
+        publish(
+            ctx,
+            platform,
+            EventType::Warning,
+            status::ROLLOUT_STUCK,
+            note,
+        )
+        .await;
+    }
     for verdict in [&migration.verdict, &tables, &topics, &service, &ready] {
         status::set_condition(&mut status.conditions, verdict, generation, &now);
     }

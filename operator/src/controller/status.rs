@@ -93,8 +93,23 @@ pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);
 }
 
-/// Is the Deployment available, and fully rolled out to the `desired` revision?
-pub fn service_verdict(deployment: Option<&Deployment>, desired: &Revision) -> (Verdict, bool) {
+/// The `Ready` reason of a rollout the Deployment gave up on.
+pub const ROLLOUT_STUCK: &str = "RolloutStuck";
+
+/// Where the Deployment's rollout to the desired revision stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollout {
+    /// Every replica runs the desired revision, ready, and the Deployment is available.
+    Done,
+    /// New pods are on their way.
+    InProgress,
+    /// The Deployment reports `Progressing=False` with `ProgressDeadlineExceeded` (new pods
+    /// that never became ready): its message. The old pods keep serving.
+    Stuck(String),
+}
+
+/// Is the Deployment available, and how far is its rollout to the `desired` revision?
+pub fn service_verdict(deployment: Option<&Deployment>, desired: &Revision) -> (Verdict, Rollout) {
     let Some(deployment) = deployment else {
         return (
             Verdict::new(
@@ -103,15 +118,19 @@ pub fn service_verdict(deployment: Option<&Deployment>, desired: &Revision) -> (
                 "NotCreated",
                 "the Deployment does not exist yet",
             ),
-            false,
+            Rollout::InProgress,
         );
     };
     let status = deployment.status.clone().unwrap_or_default();
-    let available = status
-        .conditions
-        .unwrap_or_default()
+    let conditions = status.conditions.clone().unwrap_or_default();
+    let available = conditions
         .iter()
         .any(|c| c.type_ == "Available" && c.status == "True");
+    let gave_up = conditions.iter().find(|c| {
+        c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    });
     let runs = Revision::running(deployment);
     let generation_seen = status.observed_generation >= deployment.metadata.generation;
     let replicas = deployment
@@ -141,7 +160,12 @@ pub fn service_verdict(deployment: Option<&Deployment>, desired: &Revision) -> (
             "the Deployment has no minimum availability yet",
         )
     };
-    (verdict, rolled_out && available)
+    let rollout = match (rolled_out && available, gave_up) {
+        (true, _) => Rollout::Done,
+        (false, Some(c)) => Rollout::Stuck(c.message.clone().unwrap_or_default()),
+        (false, None) => Rollout::InProgress,
+    };
+    (verdict, rollout)
 }
 
 /// How provisioning one table or topic went.
@@ -211,7 +235,7 @@ pub fn ready_verdict(
     migrations: &Verdict,
     external: &[&Verdict],
     service: &Verdict,
-    rolled_out: bool,
+    rollout: &Rollout,
     spec_image: &str,
 ) -> Verdict {
     if let Some(blocking) = std::iter::once(migrations)
@@ -234,13 +258,29 @@ pub fn ready_verdict(
     if service.status != Truth::True {
         return Verdict::new(READY, Truth::False, service.reason, service.message.clone());
     }
-    if !rolled_out {
-        return Verdict::new(
-            READY,
-            Truth::False,
-            "RollingOut",
-            format!("rolling out {spec_image}"),
-        );
+    match rollout {
+        Rollout::Done => {}
+        Rollout::InProgress => {
+            return Verdict::new(
+                READY,
+                Truth::False,
+                "RollingOut",
+                format!("rolling out {spec_image}"),
+            )
+        }
+        Rollout::Stuck(why) => {
+            return Verdict::new(
+                READY,
+                Truth::False,
+                ROLLOUT_STUCK,
+                format!(
+                    "the new pods of {spec_image} did not become ready within the progress \
+                     deadline ({why}); the previous pods keep serving. Look at the new pods \
+                     (kubectl describe pod, kubectl logs), then fix the image or roll the spec \
+                     back"
+                ),
+            )
+        }
     }
     Verdict::new(
         READY,
@@ -255,7 +295,10 @@ pub fn phase(migrations: &Verdict, external: &[&Verdict], ready: &Verdict) -> &'
     if ready.status == Truth::True {
         return "Ready";
     }
-    if migrations.status == Truth::False || external.iter().any(|v| v.status == Truth::False) {
+    if migrations.status == Truth::False
+        || external.iter().any(|v| v.status == Truth::False)
+        || ready.reason == ROLLOUT_STUCK
+    {
         return "Degraded";
     }
     if migrations.status == Truth::Unknown {
@@ -269,6 +312,72 @@ mod tests {
     use super::*;
     fn at(seconds: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    /// The Deployment of `OrderPlatform::test()` at its desired revision, with `status`.
+    fn deployment_with(status: serde_json::Value) -> (Deployment, Revision) {
+        use crate::controller::build::{build_config_map, build_deployment};
+        let platform = crate::crd::OrderPlatform::test();
+        let config = build_config_map(&platform).metadata.name.unwrap();
+        let desired = Revision::desired(&platform, config);
+        let mut deployment = build_deployment(&platform, &desired);
+        deployment.metadata.generation = Some(2);
+        deployment.status = Some(serde_json::from_value(status).unwrap());
+        (deployment, desired)
+    }
+
+    #[test]
+    fn a_deployment_past_its_progress_deadline_is_a_stuck_rollout_not_a_rolling_one() {
+        let stuck = serde_json::json!({
+            "observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 2,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                 "message": "ReplicaSet \"shop-1\" has timed out progressing."}
+            ]
+        });
+        let (deployment, desired) = deployment_with(stuck);
+        let (service, rollout) = service_verdict(Some(&deployment), &desired);
+        assert_eq!(service.status, Truth::True, "the old pods still serve");
+        let Rollout::Stuck(why) = &rollout else {
+            panic!("{rollout:?}")
+        };
+        assert!(why.contains("timed out progressing"), "{why}");
+
+        let migrated = Verdict::new(MIGRATIONS_SUCCEEDED, Truth::True, "Succeeded", "");
+        let tables = Verdict::new(TABLES_READY, Truth::True, "Provisioned", "");
+        let ok = [&tables, &tables];
+        let ready = ready_verdict(&migrated, &ok, &service, &rollout, "img:2");
+        assert_eq!((ready.status, ready.reason), (Truth::False, ROLLOUT_STUCK));
+        assert!(ready.message.contains("img:2") && ready.message.contains("timed out"));
+        assert_eq!(phase(&migrated, &ok, &ready), "Degraded");
+
+        // Still progressing: rolling out, not stuck.
+        let progressing = serde_json::json!({
+            "observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "readyReplicas": 2,
+            "conditions": [
+                {"type": "Available", "status": "True"},
+                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}
+            ]
+        });
+        let (deployment, desired) = deployment_with(progressing);
+        assert_eq!(
+            service_verdict(Some(&deployment), &desired).1,
+            Rollout::InProgress
+        );
+        // Done: every replica updated and ready, whatever an old condition says.
+        let done = serde_json::json!({
+            "observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
+            "conditions": [
+                {"type": "Available", "status": "True"},
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+            ]
+        });
+        let (deployment, desired) = deployment_with(done);
+        assert_eq!(
+            service_verdict(Some(&deployment), &desired).1,
+            Rollout::Done
+        );
     }
 
     #[test]
@@ -303,11 +412,11 @@ mod tests {
         let topics = Verdict::new(TOPICS_READY, Truth::True, "Provisioned", "");
         let ok = [&tables, &topics];
         assert_eq!(
-            ready_verdict(&migrated, &ok, &available, true, "img").status,
+            ready_verdict(&migrated, &ok, &available, &Rollout::Done, "img").status,
             Truth::True
         );
         assert_eq!(
-            ready_verdict(&migrated, &ok, &available, false, "img").reason,
+            ready_verdict(&migrated, &ok, &available, &Rollout::InProgress, "img").reason,
             "RollingOut"
         );
         let failed = Verdict::new(
@@ -316,7 +425,7 @@ mod tests {
             "BackoffLimitExceeded",
             "x",
         );
-        let ready = ready_verdict(&failed, &ok, &available, true, "img");
+        let ready = ready_verdict(&failed, &ok, &available, &Rollout::Done, "img");
         assert_eq!(
             (ready.status, ready.reason),
             (Truth::False, "BackoffLimitExceeded")
@@ -324,14 +433,26 @@ mod tests {
         assert_eq!(phase(&failed, &ok, &ready), "Degraded");
 
         let conflict = Verdict::new(TABLES_READY, Truth::False, "KeySchemaConflict", "keys");
-        let ready = ready_verdict(&migrated, &[&conflict, &topics], &available, true, "img");
+        let ready = ready_verdict(
+            &migrated,
+            &[&conflict, &topics],
+            &available,
+            &Rollout::Done,
+            "img",
+        );
         assert_eq!(
             (ready.status, ready.reason),
             (Truth::False, "KeySchemaConflict")
         );
         assert_eq!(phase(&migrated, &[&conflict, &topics], &ready), "Degraded");
         let unknown = Verdict::new(TOPICS_READY, Truth::Unknown, "Pending", "");
-        let ready = ready_verdict(&migrated, &[&tables, &unknown], &available, true, "img");
+        let ready = ready_verdict(
+            &migrated,
+            &[&tables, &unknown],
+            &available,
+            &Rollout::Done,
+            "img",
+        );
         assert_eq!(ready.reason, "Provisioning");
     }
 

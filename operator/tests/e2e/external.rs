@@ -361,4 +361,31 @@ async fn topics_over_sasl_ssl_a_wrong_password_is_a_condition_and_the_right_one_
         Some(3),
         "created over SASL_SSL"
     );
+
+    // A failure after the topic exists (the password rotated badly, Kafka down) keeps the
+    // record that this platform created it, the only one a topic has: once the failure is over
+    // the topic is still ours, not refused as someone else's (it was: AdoptionRequired).
+    secrets
+        .replace(
+            "kafka-security",
+            &PostParams::default(),
+            &secret("wrong-again"),
+        )
+        .await
+        .expect("replace secret");
+    let failed = h
+        .wait_condition("TopicsReady", "False", Some("KafkaAuthenticationFailed"))
+        .await;
+    let record = failed.status.unwrap().topics;
+    assert_eq!(record.len(), 1);
+    assert_eq!(record[0].origin.as_deref(), Some("Created"), "{record:?}");
+    secrets
+        .replace(
+            "kafka-security",
+            &PostParams::default(),
+            &secret(&stack::secure_kafka(None).1[3].1),
+        )
+        .await
+        .expect("replace secret");
+    h.wait_condition("Ready", "True", None).await;
 }

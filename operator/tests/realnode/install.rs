@@ -12,50 +12,27 @@ use kube::Api;
 use order_operator::crd::OrderPlatform;
 use serde_json::{json, Value};
 
-use crate::node::{address, assert_on_real_node, is_ready, pods, REAL_NODE_TIMEOUT};
+use crate::node::{assert_on_real_node, is_ready, pods, REAL_NODE_TIMEOUT};
+use crate::release::{Release, ONE_AT_A_TIME};
 use crate::support::{condition_is_true, connect, poll_until, wait_for, TestNamespace};
-use crate::tools::{chart, helm, ok, tool};
+use crate::tools::{helm, ok, tool};
 
 /// The example order of the README (examples/order.json).
 fn sample_order() -> Value {
     serde_json::from_str(include_str!("../../../examples/order.json")).expect("examples/order.json")
 }
 
-/// A NodePort nobody else uses (the range is the apiserver's default 30000-32767).
-fn free_node_port() -> u16 {
-    30100 + (uuid::Uuid::new_v4().as_u128() % 2600) as u16
-}
-
 #[tokio::test]
 async fn helm_install_runs_the_operator_the_dev_stack_and_a_platform_in_real_containers() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let client = connect().await;
     let namespace = TestNamespace::create(&client).await;
     let ns = namespace.name().to_owned();
-    let release = format!("rn{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-    let node_port = free_node_port();
-    let chart = chart();
-    let values = chart.join("../../examples/real-node-values.yaml");
     let started = Instant::now();
 
     // 1. The chart with the images built here (its defaults), the dev stack, all on the real node.
-    helm(&[
-        "install",
-        &release,
-        chart.to_str().expect("UTF-8 path"),
-        "--namespace",
-        &ns,
-        // The README's values for the real node: placement of the operator, the dev stack and
-        // the example platform.
-        "--values",
-        values.to_str().expect("UTF-8 path"),
-        "--set",
-        &format!("dev.nodePort={node_port}"),
-        // Deployments Available: the operator's and the dev stack's readiness probes passed.
-        "--wait",
-        "--timeout",
-        "5m",
-    ])
-    .await;
+    let installed = Release::install(&namespace).await;
+    let release = installed.name.clone();
     eprintln!("helm install --wait: {:?}", started.elapsed());
 
     // The operator: real pods on the real node, one of them holding the leader Lease through
@@ -130,7 +107,7 @@ async fn helm_install_runs_the_operator_the_dev_stack_and_a_platform_in_real_con
     }
 
     // 3. An order through the Service (its NodePort on the node's address).
-    let base = format!("http://{}:{node_port}", address());
+    let base = installed.base_url.clone();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

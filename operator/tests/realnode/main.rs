@@ -18,4 +18,7 @@ mod support;
 mod tools;
 
 mod install;
+mod load;
 mod node;
+mod release;
+mod rollout;

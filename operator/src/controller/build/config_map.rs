@@ -33,6 +33,11 @@ pub fn build_config_map(platform: &OrderPlatform) -> ConfigMap {
             format!("0.0.0.0:{CONTAINER_PORT}"),
         ),
         ("ORDER_SERVICE_LOG_FORMAT".to_owned(), "json".to_owned()),
+        // The drain bound the pod's termination grace period is sized to (build::shutdown).
+        (
+            "ORDER_SERVICE_SHUTDOWN_TIMEOUT".to_owned(),
+            format!("{}s", super::shutdown::DRAIN_SECONDS),
+        ),
         (
             "ORDER_SERVICE_SINKS".to_owned(),
             "dynamodb,kafka".to_owned(),
@@ -98,6 +103,7 @@ mod tests {
         assert_eq!(data["KAFKA_BOOTSTRAP_SERVERS"], "kafka:9092");
         assert_eq!(data["DYNAMODB_ENDPOINT"], "http://moto:5000");
         assert_eq!(data["ORDER_SERVICE_ADDR"], "0.0.0.0:8080");
+        assert_eq!(data["ORDER_SERVICE_SHUTDOWN_TIMEOUT"], "20s");
         assert!(
             !data
                 .keys()

@@ -13,8 +13,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    child_meta, container_security, labels, pod_placement, secret_env, selector_labels, Revision,
-    CONTAINER_NAME, CONTAINER_PORT,
+    child_meta, container_security, labels, pod_placement, secret_env, selector_labels, shutdown,
+    Revision, CONTAINER_NAME, CONTAINER_PORT,
 };
 use crate::crd::OrderPlatform;
 
@@ -63,6 +63,7 @@ pub fn build_deployment(platform: &OrderPlatform, revision: &Revision) -> Deploy
         liveness_probe: Some(probe("/livez", 10, 3)),
         readiness_probe: Some(probe("/readyz", 5, 3)),
         startup_probe: Some(probe("/livez", 2, 30)),
+        lifecycle: Some(shutdown::pre_stop()),
         security_context: Some(container_security()),
         // The root filesystem is read-only; /tmp is the only scratch space.
         volume_mounts: Some(vec![VolumeMount {
@@ -103,6 +104,7 @@ pub fn build_deployment(platform: &OrderPlatform, revision: &Revision) -> Deploy
                 ..Default::default()
             },
             strategy,
+            progress_deadline_seconds: spec.progress_deadline_seconds,
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
@@ -112,6 +114,9 @@ pub fn build_deployment(platform: &OrderPlatform, revision: &Revision) -> Deploy
                     containers: vec![container],
                     affinity: spec.affinity.clone(),
                     topology_spread_constraints: (!spread.is_empty()).then_some(spread),
+                    termination_grace_period_seconds: Some(
+                        shutdown::termination_grace_period_seconds(),
+                    ),
                     volumes: Some(vec![Volume {
                         name: "tmp".into(),
                         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -138,6 +143,26 @@ mod tests {
             ..Revision::desired(platform, config)
         };
         build_deployment(platform, &revision)
+    }
+
+    #[test]
+    fn stops_gracefully_within_the_grace_period_and_takes_the_progress_deadline() {
+        let d = deployment(&OrderPlatform::test());
+        let spec = d.spec.as_ref().unwrap();
+        assert_eq!(spec.progress_deadline_seconds, None);
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(
+            pod.termination_grace_period_seconds,
+            Some(shutdown::termination_grace_period_seconds())
+        );
+        let hook = pod.containers[0].lifecycle.as_ref().unwrap();
+        let sleep = hook.pre_stop.as_ref().unwrap().sleep.as_ref().unwrap();
+        assert_eq!(sleep.seconds, shutdown::PRE_STOP_SECONDS);
+
+        let mut platform = OrderPlatform::test();
+        platform.spec.progress_deadline_seconds = Some(45);
+        let d = deployment(&platform);
+        assert_eq!(d.spec.unwrap().progress_deadline_seconds, Some(45));
     }
 
     #[test]

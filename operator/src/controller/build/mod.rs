@@ -9,6 +9,7 @@ mod job;
 mod pdb;
 mod revision;
 mod service;
+pub mod shutdown;
 
 use std::collections::BTreeMap;
 
