@@ -4,7 +4,8 @@
 # load through the platform's Service. The figures behind the chart's and the operator's default
 # requests and limits (docs/performance.md).
 #
-#   scripts/bench-node.sh [BENCH ARGS…]   default: --clients 16 --duration 30s
+#   scripts/bench-node.sh [BENCH ARGS…]   default: --clients 4 --duration 20s (the dev stack's
+#                                         moto holds everything in memory: keep the load small)
 #
 # Installs the chart (examples/real-node-values.yaml, one service replica) in the namespace
 # order-bench, prints a table, uninstalls. Brings the cluster up and down only if it was not up.
@@ -17,7 +18,7 @@ NS=order-bench
 RELEASE=bench
 PORT=30990
 IDLE_SECONDS=${BENCH_IDLE_SECONDS:-20}
-[ $# -gt 0 ] || set -- --clients 16 --duration 30s
+[ $# -gt 0 ] || set -- --clients 4 --duration 20s
 
 if ! scripts/cluster.sh status >/dev/null 2>&1; then
   on_exit '"$ROOT/scripts/cluster.sh" down'
@@ -69,18 +70,34 @@ PY
 
 say "idle for ${IDLE_SECONDS} s"
 sample "$operator" "$IDLE_SECONDS" >"$ROOT/target/bench-operator-idle" &
+sampler=$!
 sample "$service" "$IDLE_SECONDS" >"$ROOT/target/bench-service-idle"
-wait
+wait "$sampler"
 read -r op_idle_mem op_idle_cpu <"$ROOT/target/bench-operator-idle"
 read -r svc_idle_mem svc_idle_cpu <"$ROOT/target/bench-service-idle"
 
+# The bench also reads the outbox and runs its SQL baseline against the platform's database:
+# the dev stack's PostgreSQL, through a port-forward (apiserver, kubelet, containerd).
+pf_port=55990
+kubectl -n "$NS" port-forward "svc/$RELEASE-postgres" "$pf_port:5432" >/dev/null 2>&1 &
+pf=$!
+on_exit 'kill "$pf" 2>/dev/null'
+for _ in $(seq 1 50); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$pf_port") 2>/dev/null && break
+  sleep 0.2
+done
+export DATABASE_URL="postgres://orders:orders@127.0.0.1:$pf_port/orders"
+
 say "order-service bench $* against http://$ORDER_PLATFORM_NODE_IP:$PORT"
 bench_seconds=$(printf '%s\n' "$@" | awk 'prev == "--duration" { sub(/s$/, ""); print; exit } { prev = $0 }')
-sample "$operator" "${bench_seconds:-30}" >"$ROOT/target/bench-operator-load" &
-sample "$service" "${bench_seconds:-30}" >"$ROOT/target/bench-service-load" &
+# The bench's two HTTP phases (creates, then status changes) each last --duration.
+sample "$operator" "$((2 * ${bench_seconds:-30}))" >"$ROOT/target/bench-operator-load" &
+samplers=("$!")
+sample "$service" "$((2 * ${bench_seconds:-30}))" >"$ROOT/target/bench-service-load" &
+samplers+=("$!")
 "$CARGO_TARGET_DIR/release/order-service" bench --url "http://$ORDER_PLATFORM_NODE_IP:$PORT" "$@" |
   tee "$ROOT/target/bench-node-load.txt"
-wait
+wait "${samplers[@]}"
 read -r op_load_mem op_load_cpu <"$ROOT/target/bench-operator-load"
 read -r svc_load_mem svc_load_cpu <"$ROOT/target/bench-service-load"
 

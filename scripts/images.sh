@@ -54,7 +54,8 @@ declare -A CMD=([order-service]=serve [order-operator]=run)
 # library_packages BINARY...: the Debian packages owning the shared libraries the binaries load.
 library_packages() {
   local lib real
-  for lib in $(ldd "$@" | awk '$3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u); do
+  # ldd of several files heads each list with "FILE:"; only library paths count.
+  for lib in $(ldd "$@" | awk '$3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u); do
     real=$(readlink -f "$lib")
     dpkg -S "*/$(basename "$real")" 2>/dev/null | head -n1 | cut -d: -f1 ||
       die "no package owns $real (needed by $*)"

@@ -60,7 +60,12 @@ die() {
 kubectl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 in_netns() { nsenter --net="/run/netns/$NETNS" "$@"; }
 ctr() { "$BIN/ctr" --address "$SOCK" --namespace k8s.io "$@"; }
-crictl() { "$BIN/crictl" --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" --timeout 30s "$@"; }
+# Its own (empty) config file: crictl otherwise warns that /etc/crictl.yaml is missing.
+crictl() {
+  [ -f "$DIR/etc/crictl.yaml" ] || { mkdir -p "$DIR/etc" && : >"$DIR/etc/crictl.yaml"; }
+  "$BIN/crictl" --config "$DIR/etc/crictl.yaml" --runtime-endpoint "unix://$SOCK" \
+    --image-endpoint "unix://$SOCK" --timeout 30s "$@"
+}
 
 # wait_for SECONDS WHAT CMD...: poll CMD every half second until it succeeds, or fail naming WHAT.
 wait_for() {
@@ -487,12 +492,16 @@ container_of() {
 
 # cmd_pid NAMESPACE POD: the host PID of the pod's container process (tests kill it).
 cmd_pid() {
-  crictl inspect "$(container_of "$1" "$2")" | python3 -c 'import json, sys; print(json.load(sys.stdin)["info"]["pid"])'
+  local id
+  id=$(container_of "$1" "$2") || exit 1
+  crictl inspect "$id" | python3 -c 'import json, sys; print(json.load(sys.stdin)["info"]["pid"])'
 }
 
 # cmd_cgroup NAMESPACE POD: the cgroup path of the pod's container (under each hierarchy).
 cmd_cgroup() {
-  crictl inspect "$(container_of "$1" "$2")" |
+  local id
+  id=$(container_of "$1" "$2") || exit 1
+  crictl inspect "$id" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["info"]["runtimeSpec"]["linux"]["cgroupsPath"])'
 }
 
@@ -500,7 +509,7 @@ cmd_cgroup() {
 # once, through its cgroup's freezer (a dependency that hangs, as a stopped VM would).
 cmd_freeze() {
   local path
-  path=$(cmd_cgroup "$1" "$2")
+  path=$(cmd_cgroup "$1" "$2") || exit 1
   [ -f "/sys/fs/cgroup/freezer$path/freezer.state" ] || die "no freezer cgroup $path"
   echo "$3" >"/sys/fs/cgroup/freezer$path/freezer.state"
 }

@@ -6,8 +6,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
-    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Volume, VolumeMount,
+    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -28,6 +29,23 @@ fn probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
         period_seconds: Some(period),
         failure_threshold: Some(failure_threshold),
         timeout_seconds: Some(3),
+        ..Default::default()
+    }
+}
+
+/// The service container's resources when the spec names none, from its measured use on a real
+/// node (docs/performance.md): about 6 MiB idle, a 48 MiB peak and 360m CPU at 700 creates/s.
+/// The request covers a steady load; the limit leaves room for bursts and a large pool.
+fn default_resources() -> ResourceRequirements {
+    let quantities = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+            .collect()
+    };
+    ResourceRequirements {
+        requests: Some(quantities(&[("cpu", "100m"), ("memory", "64Mi")])),
+        limits: Some(quantities(&[("memory", "256Mi")])),
         ..Default::default()
     }
 }
@@ -59,7 +77,7 @@ pub fn build_deployment(platform: &OrderPlatform, revision: &Revision) -> Deploy
         }]),
         env: Some(env),
         env_from: Some(env_from),
-        resources: spec.resources.clone(),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
         liveness_probe: Some(probe("/livez", 10, 3)),
         readiness_probe: Some(probe("/readyz", 5, 3)),
         startup_probe: Some(probe("/livez", 2, 30)),
@@ -158,6 +176,17 @@ mod tests {
         let hook = pod.containers[0].lifecycle.as_ref().unwrap();
         let sleep = hook.pre_stop.as_ref().unwrap().sleep.as_ref().unwrap();
         assert_eq!(sleep.seconds, shutdown::PRE_STOP_SECONDS);
+
+        let resources = pod.containers[0].resources.as_ref().unwrap();
+        assert_eq!(
+            resources,
+            &default_resources(),
+            "measured defaults when unset"
+        );
+        assert_eq!(
+            resources.limits.as_ref().unwrap()["memory"],
+            Quantity("256Mi".into())
+        );
 
         let mut platform = OrderPlatform::test();
         platform.spec.progress_deadline_seconds = Some(45);
