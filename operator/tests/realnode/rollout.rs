@@ -130,6 +130,23 @@ impl Case {
             .current_image
     }
 
+    /// The migration Job that runs `image`.
+    async fn migration_job(&self, image: &str) -> Job {
+        let jobs: Api<Job> = self.namespace.api();
+        jobs.list(&ListParams::default())
+            .await
+            .expect("jobs")
+            .items
+            .into_iter()
+            .find(|j| {
+                j.spec
+                    .as_ref()
+                    .and_then(|s| s.template.spec.as_ref())
+                    .is_some_and(|p| p.containers[0].image.as_deref() == Some(image))
+            })
+            .unwrap_or_else(|| panic!("no migration Job runs {image}"))
+    }
+
     /// `scripts/node.sh ARGS` (the node's containers, seen from the host).
     async fn node(&self, args: &[&str]) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/node.sh");
@@ -247,25 +264,36 @@ async fn an_upgrade_migrates_first_then_rolls_with_zero_failed_requests() {
     assert_no_failure("upgrade", &tally);
     assert_eq!(tally.retried, 0, "no transport error even once: {tally:?}");
 
-    // The migration Job of the new image finished before its first pod was created.
-    let jobs: Api<Job> = case.namespace.api();
-    let migration = jobs
-        .list(&ListParams::default())
+    // The migration of the new image had finished before its first pod was created: its
+    // container's exit (the Job's own completionTime can be written later than the success the
+    // operator acts on).
+    let migration = case.migration_job(&next).await;
+    let runs = case
+        .pods
+        .list(&ListParams::default().labels(&format!("job-name={}", migration.name_any())))
         .await
-        .expect("jobs")
-        .items
-        .into_iter()
-        .find(|j| {
-            j.spec
+        .expect("the Job's pods")
+        .items;
+    let migrated = runs
+        .iter()
+        .filter_map(|p| {
+            let state = p
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .first()?
+                .state
+                .as_ref()?;
+            state
+                .terminated
                 .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .is_some_and(|p| p.containers[0].image.as_deref() == Some(next.as_str()))
+                .filter(|t| t.exit_code == 0)?
+                .finished_at
+                .clone()
         })
-        .expect("a migration Job for the new image");
-    let migrated = migration
-        .status
-        .and_then(|s| s.completion_time)
-        .expect("the migration Job completed");
+        .next()
+        .expect("the migration container finished");
     let replica_sets: Api<ReplicaSet> = case.namespace.api();
     let new_pods_from = replica_sets
         .list(&ListParams::default())
@@ -370,20 +398,7 @@ async fn a_failing_migration_keeps_the_old_version_serving_and_says_how_to_retry
         "says how to retry: {message}"
     );
     // The Job's real container exited non-zero on the node.
-    let jobs: Api<Job> = case.namespace.api();
-    let job = jobs
-        .list(&ListParams::default())
-        .await
-        .expect("jobs")
-        .items
-        .into_iter()
-        .find(|j| {
-            j.spec
-                .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .is_some_and(|p| p.containers[0].image.as_deref() == Some(broken.as_str()))
-        })
-        .expect("the migration Job of the broken image");
+    let job = case.migration_job(&broken).await;
     let runs = case
         .pods
         .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
