@@ -316,6 +316,16 @@ async fn topics_over_sasl_ssl_a_wrong_password_is_a_condition_and_the_right_one_
         .create(&PostParams::default(), &secret("wrong-password"))
         .await
         .expect("create secret");
+    // Puts `password` in the Secret the platform names.
+    let set_password = |password: String| {
+        let (secrets, secret) = (&secrets, &secret);
+        async move {
+            secrets
+                .replace("kafka-security", &PostParams::default(), &secret(&password))
+                .await
+                .expect("replace secret");
+        }
+    };
     let (servers, _) = stack::secure_kafka(None);
     let mut spec = h.spec(IMAGE_1);
     merge(
@@ -347,14 +357,7 @@ async fn topics_over_sasl_ssl_a_wrong_password_is_a_condition_and_the_right_one_
     assert_eq!(h.deployment_image().await, None, "nothing rolled out");
 
     // The right password: the retry picks it up (a new client for the new settings).
-    secrets
-        .replace(
-            "kafka-security",
-            &PostParams::default(),
-            &secret(&stack::secure_kafka(None).1[3].1),
-        )
-        .await
-        .expect("replace secret");
+    set_password(stack::secure_kafka(None).1[3].1.clone()).await;
     h.wait_condition("Ready", "True", None).await;
     assert_eq!(
         stack::partitions(&h.topic()),
@@ -365,27 +368,13 @@ async fn topics_over_sasl_ssl_a_wrong_password_is_a_condition_and_the_right_one_
     // A failure after the topic exists (the password rotated badly, Kafka down) keeps the
     // record that this platform created it, the only one a topic has: once the failure is over
     // the topic is still ours, not refused as someone else's (it was: AdoptionRequired).
-    secrets
-        .replace(
-            "kafka-security",
-            &PostParams::default(),
-            &secret("wrong-again"),
-        )
-        .await
-        .expect("replace secret");
+    set_password("wrong-again".to_owned()).await;
     let failed = h
         .wait_condition("TopicsReady", "False", Some("KafkaAuthenticationFailed"))
         .await;
     let record = failed.status.unwrap().topics;
     assert_eq!(record.len(), 1);
     assert_eq!(record[0].origin.as_deref(), Some("Created"), "{record:?}");
-    secrets
-        .replace(
-            "kafka-security",
-            &PostParams::default(),
-            &secret(&stack::secure_kafka(None).1[3].1),
-        )
-        .await
-        .expect("replace secret");
+    set_password(stack::secure_kafka(None).1[3].1.clone()).await;
     h.wait_condition("Ready", "True", None).await;
 }

@@ -12,7 +12,7 @@ use kube::Api;
 use order_operator::crd::OrderPlatform;
 use serde_json::{json, Value};
 
-use crate::node::{assert_on_real_node, is_ready, pods, REAL_NODE_TIMEOUT};
+use crate::node::{assert_on_real_node, is_ready, job_pods, pods, terminated, REAL_NODE_TIMEOUT};
 use crate::release::{Release, ONE_AT_A_TIME};
 use crate::support::{condition_is_true, connect, poll_until, wait_for, TestNamespace};
 use crate::tools::{helm, ok, tool};
@@ -234,24 +234,13 @@ async fn assert_migration_container_ran(jobs: &Api<Job>, pod_api: &Api<Pod>) {
         Some(1),
         "Job {job_name}"
     );
-    let runs = pod_api
-        .list(&ListParams::default().labels(&format!("job-name={job_name}")))
-        .await
-        .expect("list the Job's pods")
-        .items;
+    let runs = job_pods(pod_api, &job_name).await;
     let run = runs
         .iter()
         .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
         .unwrap_or_else(|| panic!("no Succeeded pod of {job_name}"));
     assert_on_real_node(run);
-    let exit = run
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.first())
-        .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.terminated.as_ref())
-        .map(|t| t.exit_code);
+    let exit = terminated(run).map(|t| t.exit_code);
     assert_eq!(exit, Some(0), "the migration container's exit code");
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::api::ListParams;
 use kube::Api;
 
@@ -52,4 +52,25 @@ pub fn assert_on_real_node(pod: &Pod) {
         Some(NODE_NAME),
         "pod {name} is not on the real node"
     );
+}
+
+/// The pods Job `job` ran.
+pub async fn job_pods(pods: &Api<Pod>, job: &str) -> Vec<Pod> {
+    pods.list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .expect("list the Job's pods")
+        .items
+}
+
+/// How the pod's (first) container ended, once it has.
+pub fn terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
 }

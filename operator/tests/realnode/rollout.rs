@@ -20,7 +20,7 @@ use tokio::process::Command;
 use tokio::sync::MutexGuard;
 
 use crate::load::{Load, Tally};
-use crate::node::{is_ready, REAL_NODE_TIMEOUT};
+use crate::node::{is_ready, job_pods, terminated, REAL_NODE_TIMEOUT};
 use crate::release::{Release, ONE_AT_A_TIME, PLATFORM};
 use crate::support::{connect, poll_until, TestNamespace};
 
@@ -268,26 +268,11 @@ async fn an_upgrade_migrates_first_then_rolls_with_zero_failed_requests() {
     // container's exit (the Job's own completionTime can be written later than the success the
     // operator acts on).
     let migration = case.migration_job(&next).await;
-    let runs = case
-        .pods
-        .list(&ListParams::default().labels(&format!("job-name={}", migration.name_any())))
+    let migrated = job_pods(&case.pods, &migration.name_any())
         .await
-        .expect("the Job's pods")
-        .items;
-    let migrated = runs
         .iter()
         .filter_map(|p| {
-            let state = p
-                .status
-                .as_ref()?
-                .container_statuses
-                .as_ref()?
-                .first()?
-                .state
-                .as_ref()?;
-            state
-                .terminated
-                .as_ref()
+            terminated(p)
                 .filter(|t| t.exit_code == 0)?
                 .finished_at
                 .clone()
@@ -399,25 +384,10 @@ async fn a_failing_migration_keeps_the_old_version_serving_and_says_how_to_retry
     );
     // The Job's real container exited non-zero on the node.
     let job = case.migration_job(&broken).await;
-    let runs = case
-        .pods
-        .list(&ListParams::default().labels(&format!("job-name={}", job.name_any())))
+    let exit = job_pods(&case.pods, &job.name_any())
         .await
-        .expect("the Job's pods")
-        .items;
-    let exit = runs
         .iter()
-        .filter_map(|p| {
-            p.status
-                .as_ref()?
-                .container_statuses
-                .as_ref()?
-                .first()?
-                .state
-                .as_ref()?
-                .terminated
-                .as_ref()
-        })
+        .filter_map(terminated)
         .map(|t| t.exit_code)
         .next()
         .expect("a terminated migration container");
