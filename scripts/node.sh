@@ -302,13 +302,11 @@ EOF
 }
 
 pause_version() {
-  readlink "$("$ROOT/scripts/images.sh" path)/pause.oci.tar" >/dev/null 2>&1 ||
-    die "no pause image: run scripts/images.sh pause"
-  python3 - "$("$ROOT/scripts/images.sh" path)/pause.oci.tar" <<'PY'
-import json, sys, tarfile
-index = json.load(tarfile.open(sys.argv[1]).extractfile("./index.json"))
-print(index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"].rsplit(":", 1)[1])
-PY
+  local archive ref digest
+  archive="$("$ROOT/scripts/images.sh" path)/pause.oci.tar"
+  [ -f "$archive" ] || die "no pause image: run scripts/images.sh pause"
+  read -r ref digest < <(archive_ref "$archive")
+  printf '%s\n' "${ref##*:}"
 }
 
 # coredns_objects: CoreDNS's permissions, and the kube-dns Service pods' resolv.conf names: no
