@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod outbox;
 pub mod saga;
+pub mod sinks;
 pub mod startup;
 pub mod telemetry;
 pub mod verify;

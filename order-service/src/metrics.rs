@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 
 use crate::db::outbox::Backlog;
-use crate::outbox::Sink;
+use crate::outbox::sink::Sink;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {

@@ -11,14 +11,43 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ServeConfig, SinksConfig};
-use crate::db;
-use crate::dynamodb::{StatusCounterStore, StatusHistoryStore};
+use clap::Args;
+
+use crate::db::{self, DatabaseConfig};
 use crate::http::{self, AppState, HttpLimits};
-use crate::kafka::EventPublisher;
 use crate::metrics::Metrics;
-use crate::outbox::{DynamoDbProjection, Projections, Relay, Sink};
+use crate::outbox::sink::Sink;
+use crate::outbox::{Relay, RelayConfig};
 use crate::saga::worker::SagaRunner;
+use crate::sinks::{Projections, SinksConfig};
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub sinks: SinksConfig,
+    #[command(flatten)]
+    pub relay: RelayConfig,
+    #[command(flatten)]
+    pub saga: crate::saga::SagaConfig,
+    /// Fail readiness (503) while DynamoDB or Kafka is unreachable, instead of reporting
+    /// `degraded` and serving on (changes queue in the outbox meanwhile).
+    #[arg(long, env = "ORDER_SERVICE_READINESS_REQUIRES_SINKS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub readiness_requires_sinks: bool,
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "ORDER_SERVICE_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Largest accepted request body, in bytes; larger bodies get 413.
+    #[arg(long, env = "ORDER_SERVICE_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit_bytes: usize,
+    /// Longest a request may take before it is answered with 503.
+    #[arg(long, env = "ORDER_SERVICE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "ORDER_SERVICE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
 
 pub struct Application {
     listener: TcpListener,
@@ -49,7 +78,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.addr))?;
         let metrics = Arc::new(Metrics::new(config.database.db_max_connections));
-        let projections = projections(&config.sinks).await?;
+        let projections = Projections::connect(&config.sinks).await?;
         let sinks: Arc<[Sink]> = projections.sinks().into();
         let relay = (!sinks.is_empty()).then(|| {
             // Its own small pool, so relaying never waits for (or takes) the API's connections.
@@ -60,7 +89,7 @@ impl Application {
             );
             Arc::new(Relay::new(
                 relay_pool,
-                projections.clone(),
+                projections.adapters(),
                 config.relay.clone(),
                 metrics.clone(),
             ))
@@ -175,35 +204,6 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
-}
-
-/// The adapters of the enabled sinks.
-pub async fn projections(config: &SinksConfig) -> anyhow::Result<Projections> {
-    let dynamodb = if config.sinks.contains(Sink::DynamoDb) {
-        let client = config.dynamodb.client().await;
-        let retention =
-            Duration::from_secs(u64::from(config.dynamodb.history_retention_days) * 86_400);
-        Some(DynamoDbProjection {
-            history: StatusHistoryStore::new(
-                client.clone(),
-                config.dynamodb.history_table(),
-                retention,
-            ),
-            counters: StatusCounterStore::new(
-                client,
-                config.dynamodb.counters_table(),
-                config.counter_marker_ttl,
-            ),
-        })
-    } else {
-        None
-    };
-    let kafka = if config.sinks.contains(Sink::Kafka) {
-        Some(EventPublisher::new(&config.kafka).context("configuring the Kafka producer")?)
-    } else {
-        None
-    };
-    Ok(Projections { dynamodb, kafka })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -15,7 +15,24 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{LogConfig, LogFormat};
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
+    /// Log filter, in `tracing` EnvFilter syntax (e.g. `info,order_service=debug`).
+    #[arg(long, env = "ORDER_SERVICE_LOG", default_value = "info", global = true)]
+    pub log_level: String,
+    /// Log format: `json`, `text`, or `auto` (JSON unless stderr is a terminal).
+    #[arg(long, env = "ORDER_SERVICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Text,
+}
 
 /// Flushes exported spans when dropped (at the end of `main`).
 pub struct Telemetry {
@@ -140,6 +157,18 @@ fn valid_traceparent(value: &str) -> Option<String> {
             span_context.trace_flags().to_u8()
         )
     })
+}
+
+/// The whole `source()` chain on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -10,15 +10,26 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use anyhow::Context;
+use clap::Args;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use uuid::Uuid;
 
-use crate::config::VerifyConfig;
-use crate::db;
+use crate::db::{self, DatabaseConfig};
 use crate::domain::OrderStatus;
-use crate::dynamodb::{CounterTotal, HistoryEntry, StatusCounterStore, StatusHistoryStore};
+use crate::dynamodb::{CounterTotal, DynamoDbConfig, HistoryEntry, StatusCounterStore, StatusHistoryStore};
 use crate::outbox::envelope::hour_bucket;
-use crate::outbox::Sink;
+use crate::outbox::sink::Sink;
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub dynamodb: DynamoDbConfig,
+    /// Check orders changed within this long (e.g. `1h`, `30m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: std::time::Duration,
+}
 
 /// One disagreement.
 #[derive(Debug, Clone, PartialEq, Eq)]

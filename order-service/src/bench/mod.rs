@@ -16,13 +16,13 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::config::DatabaseConfig;
+use crate::db::DatabaseConfig;
 use crate::db;
 use crate::domain::{IdempotencyKey, NewOrder, RequestFingerprint};
 use crate::http::extract::from_json_value;
 use crate::http::orders::CreateOrderRequest;
 use crate::outbox::envelope::EventEnvelope;
-use crate::outbox::Sink;
+use crate::outbox::sink::Sink;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchConfig {
@@ -40,8 +40,8 @@ pub struct BenchConfig {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// The sinks the service runs with (the direct-SQL phase writes the same outbox rows).
-    #[arg(long, env = "ORDER_SERVICE_SINKS", default_value = "dynamodb,kafka", value_parser = crate::config::parse_sinks)]
-    pub sinks: crate::config::SinkSet,
+    #[arg(long, env = "ORDER_SERVICE_SINKS", default_value = "dynamodb,kafka", value_parser = crate::sinks::parse_sinks)]
+    pub sinks: crate::sinks::SinkSet,
     /// How long to wait for the relay to deliver everything after the load.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,

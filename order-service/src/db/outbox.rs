@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::outbox::envelope::{EventEnvelope, EventPayload, EventType, SCHEMA_VERSION};
-use crate::outbox::Sink;
+use crate::outbox::sink::Sink;
 
 /// The channel the relay LISTENs on; a NOTIFY is sent with every inserted event.
 pub const NOTIFY_CHANNEL: &str = "outbox_events";
@@ -36,7 +36,7 @@ pub async fn insert(
     .bind(event.event_type.as_str())
     .bind(event.schema_version)
     .bind(event.occurred_at)
-    .bind(&event.trace_id)
+    .bind(&event.request_id)
     .bind(payload)
     .bind(&event.traceparent)
     .fetch_one(&mut *conn)
@@ -82,6 +82,7 @@ struct ClaimedRow {
     event_type: String,
     schema_version: i32,
     occurred_at: DateTime<Utc>,
+    /// The column keeps its first name (`trace_id`); it holds the request id.
     trace_id: Option<String>,
     traceparent: Option<String>,
     payload: serde_json::Value,
@@ -106,7 +107,7 @@ impl ClaimedRow {
             order_id: self.order_id,
             order_version: self.order_version,
             occurred_at: self.occurred_at,
-            trace_id: self.trace_id,
+            request_id: self.trace_id,
             traceparent: self.traceparent,
             payload,
         })

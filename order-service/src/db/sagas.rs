@@ -3,9 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::PgConnection;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::saga::machine::{Progress, SagaState, Step, Transition};
@@ -23,23 +21,16 @@ pub struct SagaRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// A saga as `GET /v1/orders/{id}` and `order-service sagas` show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct SagaView {
-    #[serde(skip_serializing)]
+/// Where a saga stands, as the API (`http::sagas::SagaStatus`) and `order-service sagas` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaStatus {
     pub order_id: Uuid,
     pub state: SagaState,
-    /// The step to run next (`done` once finished).
     pub step: Step,
-    /// Attempts of that step so far.
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
-    /// Since when the saga is at this step.
     pub step_since: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// Why the order is cancelled, once a step failed for good.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<String>,
     pub updated_at: DateTime<Utc>,
 }
@@ -95,9 +86,9 @@ impl Record {
         })
     }
 
-    fn view(self) -> Result<SagaView, sqlx::Error> {
+    fn view(self) -> Result<SagaStatus, sqlx::Error> {
         let (state, step) = self.state_and_step()?;
-        Ok(SagaView {
+        Ok(SagaStatus {
             order_id: self.order_id,
             state,
             step,
@@ -116,7 +107,7 @@ pub async fn insert(
     conn: &mut PgConnection,
     order_id: Uuid,
     traceparent: Option<&str>,
-) -> Result<SagaView, sqlx::Error> {
+) -> Result<SagaStatus, sqlx::Error> {
     let record: Record = sqlx::query_as(&format!(
         "INSERT INTO sagas (order_id, state, step, traceparent) VALUES ($1, $2, $3, $4)
          RETURNING {COLUMNS}"
@@ -219,7 +210,7 @@ pub async fn record(
     Ok(result.rows_affected() == 1)
 }
 
-pub async fn get(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<SagaView>, sqlx::Error> {
+pub async fn get(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<SagaStatus>, sqlx::Error> {
     let row: Option<Record> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM sagas WHERE order_id = $1"))
             .bind(order_id)
@@ -234,7 +225,7 @@ pub async fn stuck(
     conn: &mut PgConnection,
     older_than: Duration,
     limit: i64,
-) -> Result<Vec<SagaView>, sqlx::Error> {
+) -> Result<Vec<SagaStatus>, sqlx::Error> {
     let rows: Vec<Record> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM sagas
          WHERE state IN ('RUNNING', 'COMPENSATING') AND step_since < now() - make_interval(secs => $1)

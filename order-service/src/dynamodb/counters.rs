@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::history::{get_n, get_s, n, s};
 use super::{classify, describe};
 use crate::domain::OrderStatus;
-use crate::outbox::DeliveryError;
+use crate::outbox::sink::DeliveryError;
 use platform_resources::STATUS_COUNTERS as TABLE;
 
 const COUNT: &str = "order_count";

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{classify, describe};
 use crate::domain::OrderStatus;
 use crate::outbox::envelope::EventEnvelope;
-use crate::outbox::DeliveryError;
+use crate::outbox::sink::DeliveryError;
 use platform_resources::STATUS_HISTORY as TABLE;
 
 /// One status change of an order, as stored in DynamoDB and served by the history endpoint.

@@ -3,6 +3,7 @@
 
 mod counters;
 mod history;
+mod projection;
 
 use std::time::Duration;
 
@@ -13,8 +14,9 @@ use clap::Args;
 
 pub use counters::{CountedEvent, CounterTotal, Recorded, StatusCounterStore};
 pub use history::{HistoryEntry, HistoryPage, StatusHistoryStore};
+pub use projection::DynamoDbProjection;
 
-use crate::outbox::DeliveryError;
+use crate::outbox::sink::DeliveryError;
 
 #[derive(Debug, Clone, Args)]
 pub struct DynamoDbConfig {

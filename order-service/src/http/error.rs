@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::{FieldError, InvalidTransition, OrderStatus};
+use crate::telemetry::error_chain;
 
 /// Prefix of every problem `type`.
 pub const PROBLEM_BASE: &str = "https://orders.dev/problems/";
@@ -214,18 +215,6 @@ impl ApiError {
         }
         problem
     }
-}
-
-/// The whole `source()` chain on one line, for logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl IntoResponse for ApiError {

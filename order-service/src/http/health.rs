@@ -100,7 +100,7 @@ async fn check_database(state: &AppState) -> (Check, Check) {
             failed(format!("no answer within {CHECK_TIMEOUT:?}")),
             skipped(),
         ),
-        Ok(Err(error)) => (failed(crate::http::error::error_chain(&error)), skipped()),
+        Ok(Err(error)) => (failed(crate::telemetry::error_chain(&error)), skipped()),
         Ok(Ok(applied)) => (ok(None), schema_check(applied, expected)),
     }
 }

@@ -49,7 +49,7 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
         match backlog.await {
             Ok(backlog) => state.metrics.observe_backlog(&state.sinks, &backlog),
             Err(error) => {
-                tracing::warn!(error = %super::error::error_chain(&error), "reading the outbox backlog failed")
+                tracing::warn!(error = %crate::telemetry::error_chain(&error), "reading the outbox backlog failed")
             }
         }
     }

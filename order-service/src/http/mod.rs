@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod orders;
 pub mod projections;
+pub mod sagas;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,8 @@ use tracing::Level;
 use self::error::{ApiError, ErrorReport};
 use self::extract::BodyLimit;
 use crate::metrics::Metrics;
-use crate::outbox::{Projections, Sink};
+use crate::outbox::sink::Sink;
+use crate::sinks::Projections;
 
 /// What every handler can reach.
 #[derive(Clone)]

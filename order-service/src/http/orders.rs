@@ -16,8 +16,8 @@ use super::error::{ApiError, Problem};
 use super::extract::{
     etag, from_json_value, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, IfMatch, RequestId,
 };
+use super::sagas::SagaView;
 use super::AppState;
-use crate::db::sagas::SagaView;
 use crate::db::{self, orders::OrderFilter};
 use crate::domain::{
     self, Address, Currency, Cursor, FieldErrors, NewItem, NewOrder, NewOrderParts, Order,
@@ -216,7 +216,7 @@ pub(crate) async fn create_order(
             EventEnvelope::order_created(&order, request_id).with_traceparent(traceparent.clone());
         db::outbox::insert(&mut tx, &event, &state.sinks).await?;
         let saga = match state.saga {
-            Some(_) => Some(db::sagas::insert(&mut tx, order.id, traceparent.as_deref()).await?),
+            Some(_) => Some(db::sagas::insert(&mut tx, order.id, traceparent.as_deref()).await?.into()),
             None => None,
         };
         tx.commit().await?;
@@ -247,7 +247,7 @@ pub(crate) async fn create_order(
     let order = db::orders::get(&mut conn, stored.order_id)
         .await?
         .ok_or(ApiError::OrderNotFound(stored.order_id))?;
-    let saga = db::sagas::get(&mut conn, order.id).await?;
+    let saga = db::sagas::get(&mut conn, order.id).await?.map(SagaView::from);
     Ok(OrderResponse {
         status: StatusCode::CREATED,
         order,
@@ -274,7 +274,7 @@ pub(crate) async fn get_order(
     let order = db::orders::get(&mut conn, id)
         .await?
         .ok_or(ApiError::OrderNotFound(id))?;
-    let saga = db::sagas::get(&mut conn, id).await?;
+    let saga = db::sagas::get(&mut conn, id).await?.map(SagaView::from);
     Ok(OrderResponse {
         status: StatusCode::OK,
         order,
@@ -493,7 +493,7 @@ async fn transition(
         .ok_or(ApiError::OrderNotFound(id))?;
     let event = EventEnvelope::status_changed(&order, current.status, ACTOR_API, request_id);
     db::outbox::insert(&mut tx, &event, &state.sinks).await?;
-    let saga = db::sagas::get(&mut tx, id).await?;
+    let saga = db::sagas::get(&mut tx, id).await?.map(SagaView::from);
     tx.commit().await?;
     tracing::info!(order_id = %id, from = %current.status, to = %next, "order status changed");
     Ok(OrderResponse {

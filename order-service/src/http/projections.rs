@@ -20,7 +20,7 @@ use crate::db;
 use crate::domain::OrderStatus;
 use crate::dynamodb::{CounterTotal, HistoryEntry};
 use crate::outbox::envelope::hour_bucket;
-use crate::outbox::DynamoDbProjection;
+use crate::dynamodb::DynamoDbProjection;
 
 /// The longest range `/v1/stats/status` sums over.
 const MAX_STATS_RANGE_DAYS: i64 = 31;

@@ -8,8 +8,11 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
+use futures::future::BoxFuture;
+use futures::StreamExt;
+
 use crate::outbox::envelope::EventEnvelope;
-use crate::outbox::DeliveryError;
+use crate::outbox::sink::{DeliveryError, EventSink, Sink};
 
 #[derive(Debug, Clone, Args)]
 pub struct KafkaConfig {
@@ -103,10 +106,10 @@ impl EventPublisher {
                 key: "event_id",
                 value: Some(&event_id),
             });
-        if let Some(trace_id) = &event.trace_id {
+        if let Some(request_id) = &event.request_id {
             headers = headers.insert(Header {
-                key: "trace_id",
-                value: Some(trace_id),
+                key: "request_id",
+                value: Some(request_id),
             });
         }
         if let Some(traceparent) = &event.traceparent {
@@ -160,6 +163,26 @@ fn classify(error: KafkaError) -> DeliveryError {
         DeliveryError::Permanent(error.to_string())
     } else {
         DeliveryError::Transient(error.to_string())
+    }
+}
+
+/// Kafka takes one record at a time; the producer batches what is in flight, so throughput
+/// grows with the concurrency.
+impl EventSink for EventPublisher {
+    fn sink(&self) -> Sink {
+        Sink::Kafka
+    }
+
+    fn deliver_batch<'a>(
+        &'a self,
+        events: &'a [&'a EventEnvelope],
+        concurrency: usize,
+    ) -> BoxFuture<'a, Vec<Result<(), DeliveryError>>> {
+        Box::pin(
+            futures::stream::iter(events.iter().map(|event| self.publish(event)))
+                .buffered(concurrency.max(1))
+                .collect(),
+        )
     }
 }
 

@@ -1,7 +1,22 @@
 //! `order-service outbox parked|retry`: what a sink refused for good, and sending it again.
 
-use crate::config::{DatabaseConfig, OutboxCommand};
-use crate::db;
+use clap::Subcommand;
+
+use crate::db::{self, DatabaseConfig};
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List parked deliveries with their errors.
+    Parked(DatabaseConfig),
+    /// Make parked deliveries pending again (after fixing their cause).
+    Retry {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// Only this event's deliveries; without it, every parked delivery.
+        #[arg(long)]
+        event_id: Option<uuid::Uuid>,
+    },
+}
 
 pub async fn run(command: OutboxCommand) -> anyhow::Result<()> {
     match command {

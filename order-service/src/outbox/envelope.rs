@@ -89,9 +89,10 @@ pub struct EventEnvelope {
     pub order_id: Uuid,
     pub order_version: i64,
     pub occurred_at: DateTime<Utc>,
-    /// The request id of the change, for following it across systems.
+    /// The `x-request-id` of the API request that made the change (absent for the saga's own
+    /// changes), for finding it in the service's logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
+    pub request_id: Option<String>,
     /// The W3C `traceparent` of the change (also a Kafka header), when it was traced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
@@ -100,7 +101,7 @@ pub struct EventEnvelope {
 
 impl EventEnvelope {
     /// `order.created`, for a freshly inserted order.
-    pub fn order_created(order: &Order, trace_id: Option<String>) -> Self {
+    pub fn order_created(order: &Order, request_id: Option<String>) -> Self {
         Self {
             event_id: Uuid::now_v7(),
             event_type: EventType::OrderCreated,
@@ -108,7 +109,7 @@ impl EventEnvelope {
             order_id: order.id,
             order_version: order.version,
             occurred_at: order.created_at,
-            trace_id,
+            request_id,
             traceparent: None,
             payload: EventPayload {
                 status: order.status,
@@ -135,7 +136,7 @@ impl EventEnvelope {
         order: &Order,
         previous: OrderStatus,
         actor: &str,
-        trace_id: Option<String>,
+        request_id: Option<String>,
     ) -> Self {
         let event_type = match order.status {
             OrderStatus::Cancelled => EventType::OrderCancelled,
@@ -149,7 +150,7 @@ impl EventEnvelope {
             order_id: order.id,
             order_version: order.version,
             occurred_at: order.updated_at,
-            trace_id,
+            request_id,
             traceparent: None,
             payload: EventPayload {
                 status: order.status,

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use clap::Args;
-use futures::StreamExt;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -15,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::envelope::EventEnvelope;
-use super::{DeliveryError, Projections, Sink};
+use super::sink::{DeliveryError, EventSink, Sink};
 use crate::db::outbox::{self as store, Claimed};
 use crate::metrics::Metrics;
 
@@ -51,7 +50,7 @@ pub struct RelayConfig {
 
 pub struct Relay {
     pool: PgPool,
-    projections: Projections,
+    sinks: Vec<Arc<dyn EventSink>>,
     config: RelayConfig,
     metrics: Arc<Metrics>,
 }
@@ -73,13 +72,13 @@ impl StepOutcome {
 impl Relay {
     pub fn new(
         pool: PgPool,
-        projections: Projections,
+        sinks: Vec<Arc<dyn EventSink>>,
         config: RelayConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             pool,
-            projections,
+            sinks,
             config,
             metrics,
         }
@@ -125,61 +124,56 @@ impl Relay {
         Ok(outcome)
     }
 
-    /// Hands a batch to its sink: DynamoDB takes it whole (counters in shared transactions),
-    /// Kafka one record at a time, concurrently. An event this build cannot read is a
-    /// permanent failure.
+    /// Hands a batch to its sink. An event this build cannot read is a permanent failure.
     async fn deliver(
         &self,
         sink: Sink,
         batch: Vec<Claimed>,
     ) -> Vec<(Claimed, Result<(), DeliveryError>)> {
-        let concurrency = self.config.relay_concurrency.max(1);
-        if let (Sink::DynamoDb, Some(dynamodb)) = (sink, &self.projections.dynamodb) {
-            let events: Vec<&EventEnvelope> = batch
-                .iter()
-                .filter_map(|c| c.envelope.as_ref().ok())
-                .collect();
-            let mut results = dynamodb
-                .deliver_many(&events, concurrency)
-                .await
-                .into_iter();
+        let Some(adapter) = self.sinks.iter().find(|a| a.sink() == sink) else {
+            let disabled = format!("sink {sink} is not configured in this process");
             return batch
                 .into_iter()
-                .map(|claimed| {
-                    let result = match &claimed.envelope {
-                        Ok(_) => results
-                            .next()
-                            .unwrap_or_else(|| Err(DeliveryError::Transient("no result".into()))),
-                        Err(reason) => Err(DeliveryError::Permanent(reason.clone())),
-                    };
-                    (claimed, result)
-                })
+                .map(|c| (c, Err(DeliveryError::Transient(disabled.clone()))))
                 .collect();
-        }
-        futures::stream::iter(batch)
-            .map(|claimed| async move {
+        };
+        let events: Vec<&EventEnvelope> = batch
+            .iter()
+            .filter_map(|c| c.envelope.as_ref().ok())
+            .collect();
+        let mut results = adapter
+            .deliver_batch(&events, self.config.relay_concurrency.max(1))
+            .await
+            .into_iter();
+        batch
+            .into_iter()
+            .map(|claimed| {
                 let result = match &claimed.envelope {
-                    Ok(event) => self.projections.deliver(sink, event).await,
+                    Ok(_) => results
+                        .next()
+                        .unwrap_or_else(|| Err(DeliveryError::Transient("no result".into()))),
                     Err(reason) => Err(DeliveryError::Permanent(reason.clone())),
                 };
                 (claimed, result)
             })
-            .buffer_unordered(concurrency)
             .collect()
-            .await
     }
 
     /// Steps every enabled sink until none has anything due. For tests and one-shot use.
     pub async fn drain(&self) -> Result<(), sqlx::Error> {
         loop {
             let mut progressed = false;
-            for sink in self.projections.sinks() {
+            for sink in self.sinks() {
                 progressed |= self.step(sink).await?.delivered > 0;
             }
             if !progressed {
                 return Ok(());
             }
         }
+    }
+
+    fn sinks(&self) -> Vec<Sink> {
+        self.sinks.iter().map(|a| a.sink()).collect()
     }
 
     /// Exponential backoff with jitter for the n-th failed attempt of a delivery.
@@ -202,7 +196,7 @@ impl Relay {
 
     /// Runs one loop per enabled sink and a clean-up loop until `shutdown` is cancelled.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let sinks = self.projections.sinks();
+        let sinks = self.sinks();
         let wakers: Vec<(Sink, Arc<Notify>)> = sinks
             .iter()
             .map(|s| (*s, Arc::new(Notify::new())))
@@ -242,7 +236,7 @@ impl Relay {
                 Err(error) => {
                     failures += 1;
                     let delay = self.backoff(failures as i32);
-                    tracing::warn!(%sink, error = %crate::http::error::error_chain(&error), ?delay, "relay step failed");
+                    tracing::warn!(%sink, error = %crate::telemetry::error_chain(&error), ?delay, "relay step failed");
                     delay
                 }
             };
@@ -262,7 +256,7 @@ impl Relay {
                 Ok(0) => {}
                 Ok(deleted) => tracing::debug!(deleted, "deleted delivered outbox events"),
                 Err(error) => {
-                    tracing::warn!(error = %crate::http::error::error_chain(&error), "outbox clean-up failed")
+                    tracing::warn!(error = %crate::telemetry::error_chain(&error), "outbox clean-up failed")
                 }
             }
             tokio::select! {
@@ -292,7 +286,7 @@ async fn listen(pool: PgPool, wakers: Vec<Arc<Notify>>, shutdown: CancellationTo
         };
         if let Err(error) = result {
             failures += 1;
-            tracing::warn!(error = %crate::http::error::error_chain(&error), "outbox LISTEN failed; polling meanwhile");
+            tracing::warn!(error = %crate::telemetry::error_chain(&error), "outbox LISTEN failed; polling meanwhile");
             let delay = Duration::from_millis(200 * u64::from(failures.min(50)));
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}

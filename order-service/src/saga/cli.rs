@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::config::DatabaseConfig;
+use crate::db::DatabaseConfig;
 use crate::db;
 
 #[derive(Debug, Clone, Args)]

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::breaker::{Breaker, BreakerState, Permit};
-use crate::http::error::error_chain;
+use crate::telemetry::error_chain;
 use crate::metrics::Metrics;
 
 /// How calls to one participant behave.

@@ -19,7 +19,7 @@ use crate::db::sagas::{Recorded, SagaRow};
 use crate::domain::OrderStatus;
 use crate::metrics::Metrics;
 use crate::outbox::envelope::{EventEnvelope, ACTOR_SAGA};
-use crate::outbox::Sink;
+use crate::outbox::sink::Sink;
 
 pub struct SagaRunner {
     pool: PgPool,

@@ -205,7 +205,7 @@ async fn kill_9_mid_stream_loses_and_duplicates_nothing() {
         },
     )
     .await;
-    let projection = order_service::startup::projections(&config.sinks)
+    let projection = order_service::sinks::Projections::connect(&config.sinks)
         .await
         .unwrap()
         .dynamodb

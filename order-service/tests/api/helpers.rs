@@ -4,7 +4,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
-use order_service::config::{Cli, Command, ServeConfig};
+use order_service::config::{Cli, Command};
+use order_service::startup::ServeConfig;
 use order_service::outbox::Relay;
 use order_service::startup::{self, Application};
 use reqwest::{Response, StatusCode};
@@ -226,12 +227,12 @@ pub async fn spawn_on(db: PgConnectOptions, pool: PgPool, options: Options) -> T
 
 /// Creates the enabled sinks' tables and topic with the operator's provisioners, as
 /// `order-operator apply` does for the local stack.
-pub async fn provision(sinks: &order_service::config::SinksConfig) {
+pub async fn provision(sinks: &order_service::sinks::SinksConfig) {
     use order_operator::provision::dynamodb::{
         Billing, DesiredTable, DynamoDbTarget, TableProvisioner,
     };
     use order_operator::provision::kafka::{DesiredTopic, KafkaTarget, TopicProvisioner};
-    use order_service::outbox::Sink;
+    use order_service::outbox::sink::Sink;
     let timeout = Duration::from_secs(20);
     if sinks.sinks.contains(Sink::DynamoDb) {
         let target = DynamoDbTarget {

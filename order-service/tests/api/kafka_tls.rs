@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use order_service::outbox::Sink;
+use order_service::outbox::sink::Sink;
 use reqwest::StatusCode;
 
 use crate::helpers::{sample_order, spawn_app_with, Options, Sinks};

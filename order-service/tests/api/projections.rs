@@ -7,7 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use order_service::db;
 use order_service::metrics::Metrics;
-use order_service::outbox::{Relay, Sink};
+use order_service::outbox::sink::Sink;
+use order_service::outbox::Relay;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -93,7 +94,7 @@ async fn every_change_yields_one_history_item_and_one_kafka_event_in_version_ord
         assert_eq!(record.headers["schema_version"], "1");
         assert_eq!(record.headers["event_id"], record.event_id());
         assert!(
-            record.headers.contains_key("trace_id"),
+            record.headers.contains_key("request_id"),
             "the request id travels with the event"
         );
     }
@@ -273,7 +274,7 @@ async fn two_relays_keep_each_orders_events_in_version_order() {
     assert_eq!(pending(&app, "kafka").await, 60);
 
     // Two relays with their own pools and producers, small batches, stepping at the same time.
-    let projections = order_service::startup::projections(&app.config.sinks)
+    let projections = order_service::sinks::Projections::connect(&app.config.sinks)
         .await
         .unwrap();
     let relay = |batch: i64| {
@@ -286,7 +287,7 @@ async fn two_relays_keep_each_orders_events_in_version_order() {
         );
         Arc::new(Relay::new(
             pool,
-            projections.clone(),
+            projections.adapters(),
             config,
             Arc::new(Metrics::new(3)),
         ))

@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use order_service::outbox::DynamoDbProjection;
-use order_service::startup;
+use order_service::dynamodb::DynamoDbProjection;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
@@ -120,7 +119,7 @@ pub fn versions_per_order(records: &[Consumed]) -> HashMap<String, Vec<i64>> {
 
 /// The DynamoDB side of an app, read through the service's stores.
 pub async fn dynamodb(app: &TestApp) -> DynamoDbProjection {
-    startup::projections(&app.config.sinks)
+    order_service::sinks::Projections::connect(&app.config.sinks)
         .await
         .expect("projections")
         .dynamodb
