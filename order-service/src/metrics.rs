@@ -51,6 +51,12 @@ pub struct ParticipantLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnexpectedLabels {
+    pub participant: &'static str,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     pub participant: &'static str,
     /// `ok`, `refused`, `unavailable`, `timeout`, `unreachable`, `circuit_open`, `bulkhead_full`.
@@ -86,6 +92,7 @@ pub struct Metrics {
     lag_seconds: Family<SinkLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     calls: CallHistograms,
     retries: Family<ParticipantLabels, Counter>,
+    unexpected: Family<UnexpectedLabels, Counter>,
     breaker: Family<ParticipantLabels, Gauge>,
     steps: Family<StepLabels, Counter>,
     sagas: SagaHistograms,
@@ -168,6 +175,14 @@ impl Metrics {
             "Calls to a participant retried after a retryable failure",
             retries.clone(),
         );
+        let unexpected = Family::<UnexpectedLabels, Counter>::default();
+        registry.register(
+            "participant_unexpected_answers",
+            "Answers outside a participant's contract (a 401, a 404 without the documented \
+             error body, a 2xx that is not the documented JSON), by participant and status: \
+             the participant is treated as unavailable, so a misconfiguration never cancels orders",
+            unexpected.clone(),
+        );
         let breaker = Family::<ParticipantLabels, Gauge>::default();
         registry.register(
             "participant_breaker_state",
@@ -201,6 +216,7 @@ impl Metrics {
             lag_seconds,
             calls,
             retries,
+            unexpected,
             breaker,
             steps,
             sagas,
@@ -219,6 +235,16 @@ impl Metrics {
                 outcome,
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// `status` is the HTTP status, or `invalid_body` for a 2xx whose body breaks the contract.
+    pub fn participant_unexpected(&self, participant: &'static str, status: String) {
+        self.unexpected
+            .get_or_create(&UnexpectedLabels {
+                participant,
+                status,
+            })
+            .inc();
     }
 
     pub fn participant_retry(&self, participant: &'static str) {

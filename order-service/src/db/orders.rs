@@ -294,6 +294,20 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<LockedOrde
     Ok(row.map(|(status, version)| LockedOrder { status, version }))
 }
 
+/// The order's status, without locking (`None`: no such order).
+pub async fn status_of(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<OrderStatus>, sqlx::Error> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    status
+        .map(|s| OrderStatus::try_from(s).map_err(|e| corrupt(id, e)))
+        .transpose()
+}
+
 /// Sets a new status and bumps the version; returns the new version.
 pub async fn set_status(
     conn: &mut PgConnection,

@@ -33,14 +33,29 @@ pub struct CallPolicy {
 /// Why a call did not produce an answer the saga can use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
-    /// Timeout, connection failure, 5xx, 429, an open breaker or a full bulkhead: try later,
-    /// not before `retry_after` when the participant or the breaker said.
+    /// Timeout, connection failure, 5xx, 429, an open breaker, a full bulkhead, or an answer
+    /// outside the contract (401, 403, a 404 without the documented error body, a 2xx that is
+    /// not JSON): try later, not before `retry_after` when the participant or the breaker said.
     Unavailable {
         error: String,
         retry_after: Option<Duration>,
     },
-    /// The participant answered and refused (a 4xx other than 429).
-    Refused { status: u16, body: Value },
+    /// The participant refused, as its contract documents: a listed status with a listed
+    /// `error` code in a JSON body.
+    Refused {
+        status: u16,
+        error: String,
+        body: Value,
+    },
+}
+
+/// A business refusal a call's contract documents: this status with a JSON body whose `error`
+/// is one of `errors` (any non-empty code when `errors` is empty). Anything else outside 2xx means the participant (or the route to it) is
+/// not working, never that the order should be cancelled.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal {
+    pub status: u16,
+    pub errors: &'static [&'static str],
 }
 
 /// One request: the idempotency key makes a repeat (a retry, or a resumed saga) harmless.
@@ -50,6 +65,8 @@ pub struct Call<'a> {
     pub idempotency_key: &'a str,
     pub traceparent: Option<&'a str>,
     pub body: Option<&'a Value>,
+    /// The documented refusals of this call.
+    pub refusals: &'a [Refusal],
 }
 
 pub struct Participant {
@@ -220,9 +237,8 @@ impl Participant {
         };
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        let body = match response.bytes().await {
-            Ok(bytes) if bytes.is_empty() => Value::Null,
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
             Err(e) => {
                 self.metrics
                     .participant_call(self.name, "timeout", started.elapsed());
@@ -233,9 +249,20 @@ impl Participant {
             }
         };
         let elapsed = started.elapsed();
+        // An empty body is JSON `null` (a 204); anything else must parse.
+        let body: Option<Value> = if bytes.is_empty() {
+            Some(Value::Null)
+        } else {
+            serde_json::from_slice(&bytes).ok()
+        };
         if status.is_success() {
-            self.metrics.participant_call(self.name, "ok", elapsed);
-            return Ok(body);
+            return match body {
+                Some(body) => {
+                    self.metrics.participant_call(self.name, "ok", elapsed);
+                    Ok(body)
+                }
+                None => Err(self.unexpected(status, "invalid_body".into(), elapsed)),
+            };
         }
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             self.metrics
@@ -245,12 +272,55 @@ impl Participant {
                 retry_after,
             });
         }
-        self.metrics.participant_call(self.name, "refused", elapsed);
-        Err(CallError::Refused {
-            status: status.as_u16(),
-            body,
-        })
+        let body = body.unwrap_or(Value::Null);
+        match refusal(call.refusals, status.as_u16(), &body) {
+            Some(error) => {
+                self.metrics.participant_call(self.name, "refused", elapsed);
+                Err(CallError::Refused {
+                    status: status.as_u16(),
+                    error,
+                    body,
+                })
+            }
+            None => Err(self.unexpected(status, status.as_u16().to_string(), elapsed)),
+        }
     }
+
+    /// An answer outside the contract: counted, logged with the participant and status, and
+    /// treated as the participant being unavailable (retried; the breaker counts it; the saga
+    /// deadline is the backstop).
+    fn unexpected(&self, status: StatusCode, label: String, elapsed: Duration) -> CallError {
+        self.metrics
+            .participant_call(self.name, "unexpected", elapsed);
+        tracing::warn!(
+            participant = self.name,
+            status = status.as_u16(),
+            what = %label,
+            "participant answered outside its contract (misrouted, misconfigured or not ready); will retry"
+        );
+        let error = if label == "invalid_body" {
+            format!("{}: HTTP {status} with a body that is not JSON", self.name)
+        } else {
+            format!(
+                "{}: HTTP {status} without a documented error body (misrouted or misconfigured?)",
+                self.name
+            )
+        };
+        self.metrics.participant_unexpected(self.name, label);
+        CallError::Unavailable {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+/// The documented refusal `status` and `body` make, if any: its `error` code.
+fn refusal(refusals: &[Refusal], status: u16, body: &Value) -> Option<String> {
+    let error = body.get("error").and_then(Value::as_str)?;
+    refusals
+        .iter()
+        .any(|r| r.status == status && (r.errors.is_empty() || r.errors.contains(&error)))
+        .then(|| error.to_owned())
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from services and ignored).

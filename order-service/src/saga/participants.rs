@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::client::{Call, CallError, Participant};
+use super::client::{Call, CallError, Participant, Refusal};
 use super::machine::{Outcome, Step};
 use crate::domain::Order;
 
@@ -12,6 +12,35 @@ pub struct Participants {
     pub customer: Participant,
     pub inventory: Participant,
     pub payment: Participant,
+}
+
+/// The business refusals each step's contract documents (docs/participants.md). A 404 is a
+/// refusal only with its error code: without it the route, not the customer, is unknown.
+pub fn refusals(step: Step) -> &'static [Refusal] {
+    match step {
+        Step::ValidateCustomer => &[Refusal {
+            status: 404,
+            errors: &["customer_not_found"],
+        }],
+        Step::ReserveInventory => &[Refusal {
+            status: 409,
+            errors: &["out_of_stock"],
+        }],
+        Step::AuthorizePayment => &[Refusal {
+            // Any decline code: the code becomes the cancellation reason.
+            status: 402,
+            errors: &[],
+        }],
+        Step::ReleaseInventory => &[Refusal {
+            status: 404,
+            errors: &["reservation_not_found"],
+        }],
+        Step::VoidPayment => &[Refusal {
+            status: 404,
+            errors: &["authorization_not_found"],
+        }],
+        Step::ConfirmOrder | Step::CancelOrder | Step::Done => &[],
+    }
 }
 
 /// The key of one step of one order's saga: the same on every retry and after a restart, so a
@@ -106,20 +135,26 @@ impl Participants {
             idempotency_key: &key,
             traceparent,
             body: body.as_ref(),
+            refusals: refusals(step),
         };
         let answer = participant.send(&request).await;
         outcome(step, order, answer)
     }
 }
 
-/// An answer as a step outcome, per contract.
+/// An answer as a step outcome, per contract. The client already told documented refusals
+/// from answers outside the contract; a 2xx still has to carry what the step needs.
 fn outcome(step: Step, order: &Order, answer: Result<Value, CallError>) -> Outcome {
     let field =
         |body: &Value, name: &str| body.get(name).and_then(Value::as_str).map(str::to_owned);
+    let invalid = |what: &str| Outcome::Retry {
+        error: format!("{what}: the answer is not the documented JSON"),
+        after: None,
+    };
     match answer {
         Ok(body) => match step {
             Step::ValidateCustomer => match field(&body, "status").as_deref() {
-                Some("ACTIVE") | None => Outcome::Done { id: None },
+                Some("ACTIVE") => Outcome::Done { id: None },
                 Some(other) => Outcome::Rejected {
                     reason: format!(
                         "customer_{}: {}",
@@ -127,20 +162,15 @@ fn outcome(step: Step, order: &Order, answer: Result<Value, CallError>) -> Outco
                         order.customer_id
                     ),
                 },
+                None => invalid("customer"),
             },
             Step::ReserveInventory => match field(&body, "reservation_id") {
                 Some(id) => Outcome::Done { id: Some(id) },
-                None => Outcome::Retry {
-                    error: "inventory: the answer has no reservation_id".into(),
-                    after: None,
-                },
+                None => invalid("inventory"),
             },
             Step::AuthorizePayment => match field(&body, "authorization_id") {
                 Some(id) => Outcome::Done { id: Some(id) },
-                None => Outcome::Retry {
-                    error: "payment: the answer has no authorization_id".into(),
-                    after: None,
-                },
+                None => invalid("payment"),
             },
             _ => Outcome::Done { id: None },
         },
@@ -148,33 +178,20 @@ fn outcome(step: Step, order: &Order, answer: Result<Value, CallError>) -> Outco
             error,
             after: retry_after,
         },
-        Err(CallError::Refused { status, body }) => {
-            let error = field(&body, "error");
-            match (step, status) {
-                // Undoing what does not exist (any more) is done.
-                (Step::ReleaseInventory | Step::VoidPayment, 404) => Outcome::Done { id: None },
-                (Step::ValidateCustomer, 404) => Outcome::Rejected {
-                    reason: format!("unknown_customer: {}", order.customer_id),
+        Err(CallError::Refused { error, body, .. }) => match step {
+            // Undoing what does not exist (any more) is done.
+            Step::ReleaseInventory | Step::VoidPayment => Outcome::Done { id: None },
+            Step::ValidateCustomer => Outcome::Rejected {
+                reason: format!("unknown_customer: {}", order.customer_id),
+            },
+            Step::ReserveInventory => Outcome::Rejected {
+                reason: match field(&body, "sku") {
+                    Some(sku) => format!("{error}: {sku}"),
+                    None => error,
                 },
-                (Step::ReserveInventory, 409) => Outcome::Rejected {
-                    reason: match (error, field(&body, "sku")) {
-                        (Some(e), Some(sku)) => format!("{e}: {sku}"),
-                        (Some(e), None) => e,
-                        (None, _) => "out_of_stock".into(),
-                    },
-                },
-                (Step::AuthorizePayment, 402) => Outcome::Rejected {
-                    reason: error.unwrap_or_else(|| "payment_declined".into()),
-                },
-                _ => Outcome::Rejected {
-                    reason: format!(
-                        "{}_refused: HTTP {status}{}",
-                        step.as_str(),
-                        error.map(|e| format!(" {e}")).unwrap_or_default()
-                    ),
-                },
-            }
-        }
+            },
+            _ => Outcome::Rejected { reason: error },
+        },
     }
 }
 

@@ -58,10 +58,12 @@ impl SagaRunner {
         self.wake.clone()
     }
 
-    /// Claims what is due (as many as there are free slots) and drives each claimed saga as far
-    /// as it goes now, concurrently. Returns how many sagas were claimed. Tests call this to
-    /// step the sagas explicitly; `run` calls it in a loop.
-    pub async fn step(self: &Arc<Self>) -> Result<usize, sqlx::Error> {
+    /// Claims what is due (as many as there are free slots, at most a claim batch) and starts
+    /// each claimed saga on its own slot in `running`. Returns how many were claimed.
+    async fn dispatch(
+        self: &Arc<Self>,
+        running: &mut tokio::task::JoinSet<()>,
+    ) -> Result<usize, sqlx::Error> {
         let free = self.slots.available_permits();
         if free == 0 {
             return Ok(0);
@@ -72,8 +74,8 @@ impl SagaRunner {
             db::sagas::claim(&mut conn, self.worker, self.config.saga_lease, limit).await?;
         drop(conn);
         let count = claimed.len();
-        let mut running = tokio::task::JoinSet::new();
         for saga in claimed {
+            // Only this task takes slots, and it claimed no more than were free.
             let Ok(slot) = self.slots.clone().try_acquire_owned() else {
                 break;
             };
@@ -86,36 +88,48 @@ impl SagaRunner {
                 drop(slot);
             });
         }
-        while running.join_next().await.is_some() {}
         Ok(count)
     }
 
-    /// Runs until `shutdown`: claims when woken, when a saga finished a slot, or every poll
-    /// interval. In-flight steps finish (their results are recorded) before it returns.
+    /// Claims what is due and drives each claimed saga as far as it goes now; returns once
+    /// they all stopped. Tests call this to step the sagas explicitly.
+    pub async fn step(self: &Arc<Self>) -> Result<usize, sqlx::Error> {
+        let mut running = tokio::task::JoinSet::new();
+        let claimed = self.dispatch(&mut running).await?;
+        while running.join_next().await.is_some() {}
+        Ok(claimed)
+    }
+
+    /// Runs until `shutdown`: claims again whenever a slot frees up, when woken by a new order,
+    /// or every poll interval, so `--saga-concurrency` sagas are in flight whatever the claim
+    /// batch and however slow one of them is. On shutdown, in-flight sagas finish their
+    /// current call and record it (the caller bounds how long that may take).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         tracing::info!(worker = %self.worker, concurrency = self.config.saga_concurrency, "saga workers started");
-        let mut tasks = tokio::task::JoinSet::new();
-        loop {
-            // Dispatch without waiting for the claimed sagas: they run on their slots.
-            let runner = self.clone();
-            tasks.spawn(async move { runner.step().await });
-            let claimed = match tasks.join_next().await {
-                Some(Ok(Ok(n))) => n,
-                Some(Ok(Err(error))) => {
+        let mut running = tokio::task::JoinSet::new();
+        while !shutdown.is_cancelled() {
+            let claimed = match self.dispatch(&mut running).await {
+                Ok(n) => n,
+                Err(error) => {
                     tracing::warn!(%error, "claiming sagas failed");
                     0
                 }
-                _ => 0,
             };
-            if claimed > 0 && self.slots.available_permits() > 0 {
+            // A full claim means more may be due: claim again at once if slots are left.
+            if claimed > 0
+                && claimed >= self.config.saga_claim_batch.max(1)
+                && self.slots.available_permits() > 0
+            {
                 continue;
             }
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => {}
                 () = self.wake.notified() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
                 () = tokio::time::sleep(self.config.saga_poll_interval) => {}
             }
         }
+        while running.join_next().await.is_some() {}
         tracing::info!("saga workers stopped");
     }
 
@@ -147,6 +161,15 @@ impl SagaRunner {
                         Finish::NotPending => Outcome::Rejected {
                             reason: "order_cancelled".into(),
                         },
+                    }
+                }
+                // A forward step of an order cancelled meanwhile is not started: what was done
+                // is undone instead (the order is already CANCELLED, with the caller's reason).
+                _ if !step.is_compensation()
+                    && !self.still_pending(saga.order_id).await? =>
+                {
+                    Outcome::Rejected {
+                        reason: "order_cancelled".into(),
                     }
                 }
                 _ => {
@@ -224,6 +247,12 @@ impl SagaRunner {
             saga.progress = transition.progress;
             saga.cancel_reason = transition.cancel_reason;
         }
+    }
+
+    /// Whether the order is still PENDING (not cancelled through the API meanwhile).
+    async fn still_pending(&self, order_id: Uuid) -> Result<bool, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(db::orders::status_of(&mut conn, order_id).await? == Some(OrderStatus::Pending))
     }
 
     /// Confirms or cancels the order with its event, and finishes the saga, in one transaction.

@@ -27,6 +27,9 @@ pub struct Endpoint {
     pub slow_by: Mutex<Duration>,
     /// Delay of every answer (a participant "answering in 5 ms").
     pub latency: Mutex<Duration>,
+    /// While set, every call gets this status and raw body instead (a misrouted base path, an
+    /// expired credential, a proxy's HTML page).
+    pub answer_with: Mutex<Option<(u16, String)>>,
 }
 
 impl Endpoint {
@@ -48,9 +51,9 @@ impl Endpoint {
             .collect()
     }
 
-    /// Records the call; `Err((status, delay))` is the failure the knobs force instead of the
-    /// normal answer, `Ok(delay)` how long the normal answer waits.
-    fn record(&self, request: &Request) -> Result<Duration, (u16, Duration)> {
+    /// Records the call; `Err(answer)` is what the knobs force instead of the normal answer,
+    /// `Ok(delay)` how long the normal answer waits.
+    fn record(&self, request: &Request) -> Result<Duration, ResponseTemplate> {
         let header = |name: &str| {
             request
                 .headers
@@ -68,11 +71,14 @@ impl Endpoint {
             .expect("lock")
             .push(header("traceparent"));
         let latency = *self.latency.lock().expect("lock");
+        if let Some((status, body)) = self.answer_with.lock().expect("lock").clone() {
+            return Err(ResponseTemplate::new(status).set_body_string(body));
+        }
         if self.down.load(Ordering::SeqCst) {
-            return Err((503, Duration::ZERO));
+            return Err(ResponseTemplate::new(503));
         }
         if take(&self.fail_next) {
-            return Err((500, latency));
+            return Err(ResponseTemplate::new(500).set_delay(latency));
         }
         if take(&self.slow_next) {
             return Ok(*self.slow_by.lock().expect("lock"));
@@ -192,7 +198,7 @@ impl Respond for Fake {
         };
         let delay = match endpoint.record(request) {
             Ok(delay) => delay,
-            Err((status, delay)) => return ResponseTemplate::new(status).set_delay(delay),
+            Err(answer) => return answer,
         };
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         let key = request
@@ -211,7 +217,7 @@ impl Respond for Fake {
                     .unwrap_or_default()
                     .to_owned();
                 if w.unknown_customers.lock().expect("lock").contains(&id) {
-                    ResponseTemplate::new(404).set_body_json(json!({"error": "not_found"}))
+                    ResponseTemplate::new(404).set_body_json(json!({"error": "customer_not_found"}))
                 } else {
                     ResponseTemplate::new(200)
                         .set_body_json(json!({"customer_id": id, "status": "ACTIVE"}))

@@ -281,19 +281,20 @@ async fn a_participant_down_opens_its_breaker_and_sagas_complete_once_it_is_back
         metrics.contains("order_service_participant_breaker_state{participant=\"payment\"} 1")
     })
     .await;
-    // Meanwhile the sagas wait at the payment step, saying why, and the order cannot be
-    // confirmed by hand.
+    // Meanwhile the sagas wait at the payment step, saying why (once their own call came
+    // back), and the order cannot be confirmed by hand.
+    wait_until(SAGA_TIMEOUT, "the saga to record why it waits", || async {
+        let order = app.order_json(&ids[0]).await;
+        order["saga"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("payment")
+    })
+    .await;
     let order = app.order_json(&ids[0]).await;
     assert_eq!(order["status"], "PENDING");
     assert_eq!(order["saga"]["state"], "RUNNING");
     assert_eq!(order["saga"]["step"], "authorize_payment");
-    assert!(
-        order["saga"]["last_error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("payment"),
-        "{order}"
-    );
     let refused = app
         .change_status(&ids[0], Some("\"1\""), &json!({"status": "CONFIRMED"}))
         .await;
@@ -716,4 +717,178 @@ async fn with_an_otlp_endpoint_spans_are_exported_and_calls_continue_the_callers
     );
     child.start_kill().ok();
     child.wait().await.ok();
+}
+
+/// The sample order, `n` times; returns the ids.
+async fn create_orders(app: &TestApp, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(
+            app.create_order(&sample_order()).await["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+        );
+    }
+    ids
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.get("/metrics").await.text().await.unwrap_or_default()
+}
+
+/// Every order still PENDING with its saga running at `step`.
+async fn all_waiting_at(app: &TestApp, ids: &[String], step: &str) {
+    for id in ids {
+        let order = app.order_json(id).await;
+        assert_eq!(order["status"], "PENDING", "{order}");
+        assert_eq!(order["saga"]["state"], "RUNNING", "{order}");
+        assert_eq!(order["saga"]["step"], step, "{order}");
+    }
+}
+
+#[tokio::test]
+async fn answers_outside_the_contract_cancel_nothing_and_every_order_confirms_once_fixed() {
+    let participants = Participants::start().await;
+    let w = &participants.world;
+    let app = app_with(&participants).await;
+
+    // A proxy's HTML page with 200, then a wrong base path (404 without the documented body)
+    // at the customer service: neither is an answer about the customer.
+    *w.customer.answer_with.lock().unwrap() = Some((200, "<html>ok</html>".into()));
+    let ids = create_orders(&app, 3).await;
+    wait_until(SAGA_TIMEOUT, "a non-JSON 2xx to be counted", || async {
+        metrics(&app).await.contains(
+            "order_service_participant_unexpected_answers_total{participant=\"customer\",status=\"invalid_body\"}",
+        )
+    })
+    .await;
+    all_waiting_at(&app, &ids, "validate_customer").await;
+    *w.customer.answer_with.lock().unwrap() = Some((404, "Not Found".into()));
+    wait_until(SAGA_TIMEOUT, "a bare 404 to be counted", || async {
+        metrics(&app).await.contains(
+            "order_service_participant_unexpected_answers_total{participant=\"customer\",status=\"404\"}",
+        )
+    })
+    .await;
+    all_waiting_at(&app, &ids, "validate_customer").await;
+
+    // The customer service is fixed; the payment service's credential has expired (401), then
+    // it answers 405 (a method the route does not take).
+    *w.authorize.answer_with.lock().unwrap() = Some((401, r#"{"message":"token expired"}"#.into()));
+    *w.customer.answer_with.lock().unwrap() = None;
+    wait_until(SAGA_TIMEOUT, "a 401 to be counted", || async {
+        metrics(&app).await.contains(
+            "order_service_participant_unexpected_answers_total{participant=\"payment\",status=\"401\"}",
+        )
+    })
+    .await;
+    *w.authorize.answer_with.lock().unwrap() = Some((405, String::new()));
+    wait_until(SAGA_TIMEOUT, "a 405 to be counted", || async {
+        metrics(&app).await.contains(
+            "order_service_participant_unexpected_answers_total{participant=\"payment\",status=\"405\"}",
+        )
+    })
+    .await;
+    all_waiting_at(&app, &ids, "authorize_payment").await;
+
+    *w.authorize.answer_with.lock().unwrap() = None;
+    for id in &ids {
+        assert_eq!(finished(&app, id).await["status"], "CONFIRMED");
+    }
+    assert_eq!(w.authorizations.lock().unwrap().len(), 3);
+    assert_eq!(w.release.calls(), 0, "nothing was undone");
+}
+
+#[tokio::test]
+async fn a_participant_unavailable_past_the_saga_deadline_cancels_with_the_documented_reason() {
+    let participants = Participants::start().await;
+    let w = &participants.world;
+    w.reserve.down.store(true, Ordering::SeqCst);
+    let mut args = participants.args();
+    args.extend(["--saga-deadline".to_owned(), "1s".to_owned()]);
+    let app = spawn_app_with(Options {
+        extra_args: args,
+        ..Options::default()
+    })
+    .await;
+    let id = app.create_order(&sample_order()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let order = finished(&app, &id).await;
+    assert_eq!(order["status"], "CANCELLED", "{order}");
+    let reason = order["status_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("inventory_unavailable: "),
+        "the documented reason: {reason}"
+    );
+    assert_eq!(w.authorize.calls(), 0, "no payment was tried");
+}
+
+#[tokio::test]
+async fn cancelling_before_the_payment_step_means_no_authorization_is_ever_made() {
+    let participants = Participants::start().await;
+    let w = &participants.world;
+    // The reservation takes a while; the customer cancels during it.
+    *w.reserve.latency.lock().unwrap() = Duration::from_millis(250);
+    let app = app_with(&participants).await;
+    let id = app.create_order(&sample_order()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_until(SAGA_TIMEOUT, "the reservation call", || async {
+        w.reserve.calls() > 0
+    })
+    .await;
+    let cancelled = app
+        .client
+        .post(app.url(&format!("/v1/orders/{id}/cancel")))
+        .json(&json!({"reason": "changed my mind"}))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let order = finished(&app, &id).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["status_reason"], "changed my mind");
+    assert_eq!(w.authorize.calls(), 0, "the payment step never started");
+    assert_eq!(w.void.calls(), 0);
+    assert_eq!(
+        w.release.keys_of(&id).len(),
+        1,
+        "the reservation made before the cancel is released"
+    );
+}
+
+#[tokio::test]
+async fn workers_keep_saga_concurrency_in_flight_whatever_the_claim_batch() {
+    let participants = Participants::start().await;
+    let w = &participants.world;
+    // Every customer answer takes long; with a claim batch of 2 and room for 8, all 8 sagas
+    // must be calling at once, not 2 at a time.
+    *w.customer.latency.lock().unwrap() = Duration::from_secs(3);
+    let mut args = participants.args();
+    let timeout = args
+        .iter()
+        .position(|a| a == "--participant-timeout")
+        .expect("the fakes' timeout flag");
+    args[timeout + 1] = "10s".into();
+    args.extend(["--saga-concurrency", "8", "--saga-claim-batch", "2"].map(str::to_owned));
+    let app = spawn_app_with(Options {
+        extra_args: args,
+        ..Options::default()
+    })
+    .await;
+    let ids = create_orders(&app, 8).await;
+    // Less than one answer's delay: no saga can have finished its call and freed a slot.
+    wait_until(
+        Duration::from_millis(2500),
+        "8 customer calls in flight",
+        || async { w.customer.calls() >= 8 },
+    )
+    .await;
+    for id in &ids {
+        assert_eq!(finished(&app, id).await["status"], "CONFIRMED");
+    }
 }
