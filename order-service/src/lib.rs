@@ -9,6 +9,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod outbox;
+pub mod retention;
 pub mod saga;
 pub mod sinks;
 pub mod startup;

@@ -51,6 +51,11 @@ pub struct ParticipantLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UnexpectedLabels {
     pub participant: &'static str,
     pub status: String,
@@ -92,6 +97,7 @@ pub struct Metrics {
     lag_seconds: Family<SinkLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     calls: CallHistograms,
     retries: Family<ParticipantLabels, Counter>,
+    retention: Family<TableLabels, Counter>,
     unexpected: Family<UnexpectedLabels, Counter>,
     breaker: Family<ParticipantLabels, Gauge>,
     steps: Family<StepLabels, Counter>,
@@ -175,6 +181,12 @@ impl Metrics {
             "Calls to a participant retried after a retryable failure",
             retries.clone(),
         );
+        let retention = Family::<TableLabels, Counter>::default();
+        registry.register(
+            "retention_deleted_rows",
+            "Rows the retention deleted, by table",
+            retention.clone(),
+        );
         let unexpected = Family::<UnexpectedLabels, Counter>::default();
         registry.register(
             "participant_unexpected_answers",
@@ -216,6 +228,7 @@ impl Metrics {
             lag_seconds,
             calls,
             retries,
+            retention,
             unexpected,
             breaker,
             steps,
@@ -235,6 +248,12 @@ impl Metrics {
                 outcome,
             })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn retention_deleted(&self, table: &'static str, rows: u64) {
+        self.retention
+            .get_or_create(&TableLabels { table })
+            .inc_by(rows);
     }
 
     /// `status` is the HTTP status, or `invalid_body` for a 2xx whose body breaks the contract.

@@ -18,6 +18,7 @@ use crate::http::{self, AppState, HttpLimits};
 use crate::metrics::Metrics;
 use crate::outbox::sink::Sink;
 use crate::outbox::{Relay, RelayConfig};
+use crate::retention::{Retention, RetentionConfig};
 use crate::saga::worker::SagaRunner;
 use crate::sinks::{Projections, SinksConfig};
 
@@ -31,6 +32,8 @@ pub struct ServeConfig {
     pub relay: RelayConfig,
     #[command(flatten)]
     pub saga: crate::saga::SagaConfig,
+    #[command(flatten)]
+    pub retention: RetentionConfig,
     /// Fail readiness (503) while DynamoDB or Kafka is unreachable, instead of reporting
     /// `degraded` and serving on (changes queue in the outbox meanwhile).
     #[arg(long, env = "ORDER_SERVICE_READINESS_REQUIRES_SINKS", default_value_t = false, action = clap::ArgAction::Set)]
@@ -44,7 +47,10 @@ pub struct ServeConfig {
     /// Longest a request may take before it is answered with 503.
     #[arg(long, env = "ORDER_SERVICE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
-    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    /// On SIGTERM/SIGINT, the bound on stopping: in-flight requests drain, saga steps and relay
+    /// batches finish and record their outcome, all at once, within this; then the process
+    /// exits whatever is left (sagas resume after their lease, batches are sent again). Keep
+    /// it below the pod's terminationGracePeriodSeconds minus the preStop delay.
     #[arg(long, env = "ORDER_SERVICE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 }
@@ -57,6 +63,7 @@ pub struct Application {
     run_relay: bool,
     saga: Option<Arc<SagaRunner>>,
     run_saga: bool,
+    retention: Option<Arc<Retention>>,
     shutdown_timeout: Duration,
 }
 
@@ -103,12 +110,26 @@ impl Application {
                 metrics.clone(),
             ))
         });
+        let retention = config.retention.retention.then(|| {
+            // Two connections of its own: clean-up never waits for (or takes) the API's.
+            let retention_pool = db::pool(
+                config.database.database_url.clone(),
+                2,
+                config.database.db_acquire_timeout,
+            );
+            Arc::new(Retention::new(
+                retention_pool,
+                config.retention.clone(),
+                metrics.clone(),
+            ))
+        });
         let state = AppState {
             pool: pool.clone(),
             metrics,
             sinks,
             projections,
             readiness_requires_sinks: config.readiness_requires_sinks,
+            idempotency_key_ttl: config.retention.idempotency_key_ttl,
             saga: saga.as_ref().map(|runner| runner.wake()),
         };
         let limits = HttpLimits {
@@ -123,6 +144,7 @@ impl Application {
             run_relay: config.relay.relay,
             saga,
             run_saga: config.saga.saga_workers,
+            retention,
             shutdown_timeout: config.shutdown_timeout,
         })
     }
@@ -143,62 +165,60 @@ impl Application {
         self.saga.clone()
     }
 
-    /// Serves (and relays, unless disabled) until `shutdown` resolves; then stops accepting,
-    /// lets in-flight requests and relay batches finish for at most the shutdown timeout, and
-    /// closes the pools.
+    /// Serves (and relays, runs sagas and the retention, unless disabled) until `shutdown`
+    /// resolves; then stops accepting and lets in-flight requests, saga steps and relay
+    /// batches finish, all at the same time and together within the shutdown timeout, and
+    /// closes the pool.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let stopping = CancellationToken::new();
-        let relay_task = match (&self.relay, self.run_relay) {
-            (Some(relay), true) => Some(tokio::spawn(relay.clone().run(stopping.clone()))),
-            _ => None,
-        };
-        let saga_task = match (&self.saga, self.run_saga) {
-            (Some(runner), true) => Some(tokio::spawn(runner.clone().run(stopping.clone()))),
-            _ => None,
-        };
+        let mut background = tokio::task::JoinSet::new();
+        if let (Some(relay), true) = (&self.relay, self.run_relay) {
+            background.spawn(relay.clone().run(stopping.clone()));
+        }
+        if let (Some(runner), true) = (&self.saga, self.run_saga) {
+            background.spawn(runner.clone().run(stopping.clone()));
+        }
+        if let Some(retention) = &self.retention {
+            background.spawn(retention.clone().run(stopping.clone()));
+        }
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown({
             let stopping = stopping.clone();
             async move {
                 shutdown.await;
-                tracing::info!("shutdown requested: draining in-flight requests");
+                tracing::info!("shutdown requested: draining requests, saga steps and relay batches");
                 stopping.cancel();
             }
         });
-        let drain_bound = {
-            let stopping = stopping.clone();
-            // Only once shutdown has begun does the drain bound start counting.
-            async move {
-                stopping.cancelled().await;
-                tokio::time::sleep(self.shutdown_timeout).await;
+        let mut serving = tokio::spawn(async move { serve.await });
+        // The bound starts when shutdown begins (or serving failed); the drain and the
+        // background loops stop concurrently inside it, so stopping never takes longer.
+        let early = tokio::select! {
+            () = stopping.cancelled() => None,
+            result = &mut serving => {
+                stopping.cancel();
+                Some(result)
             }
         };
-        tokio::select! {
-            result = serve => result.context("serving HTTP")?,
-            () = drain_bound => tracing::warn!(timeout = ?self.shutdown_timeout, "in-flight requests did not finish in time; stopping anyway"),
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let served = match early {
+            Some(result) => Ok(result),
+            None => tokio::time::timeout_at(deadline, serving).await,
+        };
+        let stopped = tokio::time::timeout_at(deadline, async {
+            while background.join_next().await.is_some() {}
+        })
+        .await;
+        match served {
+            Ok(Ok(result)) => result.context("serving HTTP")?,
+            Ok(Err(panic)) => anyhow::bail!("the HTTP server task failed: {panic}"),
+            Err(_) => tracing::warn!(timeout = ?self.shutdown_timeout, "in-flight requests did not finish in time; stopping anyway"),
         }
-        stopping.cancel();
-        if let Some(task) = saga_task {
-            if tokio::time::timeout(self.shutdown_timeout, task)
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    "saga workers did not stop in time; their sagas resume after the lease"
-                );
-            }
-        }
-        if let Some(task) = relay_task {
-            if tokio::time::timeout(self.shutdown_timeout, task)
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    "the outbox relay did not stop in time; its batch will be sent again"
-                );
-            }
+        if stopped.is_err() {
+            tracing::warn!(timeout = ?self.shutdown_timeout, "saga steps or relay batches did not finish in time; sagas resume after their lease and batches are sent again");
+            background.abort_all();
         }
         self.pool.close().await;
         tracing::info!("stopped");

@@ -379,7 +379,8 @@ async fn sql_creates(pool: &sqlx::PgPool, config: &BenchConfig) -> anyhow::Resul
                 let fingerprint = RequestFingerprint::of_json(&body);
                 let mut tx = pool.begin().await?;
                 let id = Uuid::now_v7();
-                anyhow::ensure!(db::idempotency::claim(&mut tx, &key, &fingerprint, id).await?);
+                let ttl = Duration::from_secs(86_400);
+                anyhow::ensure!(db::idempotency::claim(&mut tx, &key, &fingerprint, id, ttl).await?);
                 let order = db::orders::insert(&mut tx, id, &orders[client]).await?;
                 let event = EventEnvelope::order_created(&order, None);
                 db::outbox::insert(&mut tx, &event, &sinks).await?;

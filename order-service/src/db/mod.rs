@@ -5,6 +5,7 @@
 pub mod idempotency;
 pub mod orders;
 pub mod outbox;
+pub mod retention;
 pub mod sagas;
 pub mod schema;
 
@@ -12,6 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
+use sqlx::postgres::types::PgInterval;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
@@ -25,6 +27,15 @@ pub fn pool(options: PgConnectOptions, max_connections: u32, acquire_timeout: Du
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
         .connect_lazy_with(options)
+}
+
+/// A duration as a PostgreSQL interval parameter.
+pub(crate) fn interval(duration: Duration) -> PgInterval {
+    PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: duration.as_micros().min(i64::MAX as u128) as i64,
+    }
 }
 
 #[derive(Debug, Clone, Args)]

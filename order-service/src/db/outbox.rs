@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::types::PgInterval;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::interval;
 use crate::outbox::envelope::{EventEnvelope, EventPayload, EventType, SCHEMA_VERSION};
 use crate::outbox::sink::Sink;
 
@@ -252,22 +252,17 @@ pub async fn retry_parked(
     Ok(done.rows_affected())
 }
 
-/// Deletes up to `limit` events every sink delivered more than `retention` ago.
-pub async fn delete_delivered(
+/// Gives up on parked deliveries (all, or one event's): they stop holding their event in the
+/// outbox, which the retention then deletes like a delivered one. Returns how many.
+pub async fn drop_parked(
     conn: &mut PgConnection,
-    retention: Duration,
-    limit: i64,
+    event_id: Option<Uuid>,
 ) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "DELETE FROM outbox_events WHERE id IN (
-             SELECT e.id FROM outbox_events e
-             WHERE e.created_at < now() - $1
-               AND NOT EXISTS (SELECT 1 FROM outbox_deliveries d
-                               WHERE d.event_id = e.id AND (d.state <> 'delivered' OR d.delivered_at >= now() - $1))
-             ORDER BY e.seq LIMIT $2)",
+        "UPDATE outbox_deliveries SET state = 'dropped', delivered_at = now()
+         WHERE state = 'parked' AND ($1::uuid IS NULL OR event_id = $1)",
     )
-    .bind(interval(retention))
-    .bind(limit)
+    .bind(event_id)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())
@@ -282,17 +277,29 @@ pub struct Backlog {
     pub oldest_pending_seconds: Option<f64>,
 }
 
-pub async fn backlog(conn: &mut PgConnection) -> Result<Vec<Backlog>, sqlx::Error> {
+/// The most deliveries a backlog count reads: past it the gauge saturates (and the age of the
+/// oldest pending event, which costs one index probe, says how bad it is).
+pub const BACKLOG_COUNT_CAP: i64 = 100_000;
+
+/// The backlog of each sink, cheaply enough for every `/metrics` scrape: counts read at most
+/// [`BACKLOG_COUNT_CAP`] entries of the partial pending and parked indexes, and the oldest
+/// pending event is the first entry of the pending index.
+pub async fn backlog(conn: &mut PgConnection, sinks: &[Sink]) -> Result<Vec<Backlog>, sqlx::Error> {
+    let names: Vec<&str> = sinks.iter().map(|s| s.as_str()).collect();
     sqlx::query_as(
-        "SELECT d.sink,
-                count(*) FILTER (WHERE d.state = 'pending') AS pending,
-                count(*) FILTER (WHERE d.state = 'parked') AS parked,
-                extract(epoch FROM now() - min(e.created_at) FILTER (WHERE d.state = 'pending'))::float8
-                    AS oldest_pending_seconds
-         FROM outbox_deliveries d JOIN outbox_events e ON e.id = d.event_id
-         WHERE d.state IN ('pending', 'parked')
-         GROUP BY d.sink",
+        "SELECT s.sink,
+                (SELECT count(*) FROM (SELECT 1 FROM outbox_deliveries d
+                                       WHERE d.sink = s.sink AND d.state = 'pending' LIMIT $2) p) AS pending,
+                (SELECT count(*) FROM (SELECT 1 FROM outbox_deliveries d
+                                       WHERE d.sink = s.sink AND d.state = 'parked' LIMIT $2) p) AS parked,
+                (SELECT extract(epoch FROM now() - e.created_at)::float8
+                 FROM outbox_deliveries d JOIN outbox_events e ON e.id = d.event_id
+                 WHERE d.sink = s.sink AND d.state = 'pending'
+                 ORDER BY d.seq LIMIT 1) AS oldest_pending_seconds
+         FROM UNNEST($1::text[]) AS s(sink)",
     )
+    .bind(names)
+    .bind(BACKLOG_COUNT_CAP)
     .fetch_all(conn)
     .await
 }
@@ -304,18 +311,10 @@ pub async fn has_pending(
     order_id: Uuid,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM outbox_deliveries WHERE sink = $1 AND order_id = $2 AND state <> 'delivered')",
+        "SELECT EXISTS (SELECT 1 FROM outbox_deliveries WHERE sink = $1 AND order_id = $2 AND state IN ('pending', 'parked'))",
     )
     .bind(sink.as_str())
     .bind(order_id)
     .fetch_one(conn)
     .await
-}
-
-fn interval(duration: Duration) -> PgInterval {
-    PgInterval {
-        months: 0,
-        days: 0,
-        microseconds: duration.as_micros().min(i64::MAX as u128) as i64,
-    }
 }

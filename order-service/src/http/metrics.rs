@@ -38,13 +38,13 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
-/// `GET /metrics`. The outbox backlog is read from PostgreSQL at scrape time; when that read
-/// fails the other metrics are still served.
+/// `GET /metrics`. The outbox backlog is read from PostgreSQL at scrape time, with bounded
+/// index reads (`db::outbox::backlog`); when that read fails the other metrics are still served.
 pub async fn scrape(State(state): State<AppState>) -> Response {
     if !state.sinks.is_empty() {
         let backlog = async {
             let mut conn = state.pool.acquire().await?;
-            db::outbox::backlog(&mut conn).await
+            db::outbox::backlog(&mut conn, &state.sinks).await
         };
         match backlog.await {
             Ok(backlog) => state.metrics.observe_backlog(&state.sinks, &backlog),

@@ -41,6 +41,8 @@ pub struct AppState {
     pub projections: Projections,
     /// Whether `/readyz` fails (503) when a sink is down, rather than reporting `degraded`.
     pub readiness_requires_sinks: bool,
+    /// How long an Idempotency-Key replays its order; an older key creates a new one.
+    pub idempotency_key_ttl: Duration,
     /// With participants configured: wakes the saga workers when an order is created.
     pub saga: Option<Arc<tokio::sync::Notify>>,
 }

@@ -208,53 +208,65 @@ pub(crate) async fn create_order(
     );
     let new_order = from_json_value::<CreateOrderRequest>(body)?.parse()?;
 
-    let order_id = Uuid::now_v7();
-    let mut tx = state.pool.begin().await?;
-    if db::idempotency::claim(&mut tx, &key, &fingerprint, order_id).await? {
-        let order = db::orders::insert(&mut tx, order_id, &new_order).await?;
-        let event =
-            EventEnvelope::order_created(&order, request_id).with_traceparent(traceparent.clone());
-        db::outbox::insert(&mut tx, &event, &state.sinks).await?;
-        let saga = match state.saga {
-            Some(_) => Some(db::sagas::insert(&mut tx, order.id, traceparent.as_deref()).await?.into()),
-            None => None,
-        };
-        tx.commit().await?;
-        tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order created");
-        if let Some(wake) = &state.saga {
-            wake.notify_one();
+    // A key deleted by the retention between a failed claim and the read below is claimed
+    // again; twice in a row would take a clean-up pass per attempt, so three tries suffice.
+    for _ in 0..3 {
+        let order_id = Uuid::now_v7();
+        let mut tx = state.pool.begin().await?;
+        let ttl = state.idempotency_key_ttl;
+        if db::idempotency::claim(&mut tx, &key, &fingerprint, order_id, ttl).await? {
+            let order = db::orders::insert(&mut tx, order_id, &new_order).await?;
+            let event = EventEnvelope::order_created(&order, request_id.clone())
+                .with_traceparent(traceparent.clone());
+            db::outbox::insert(&mut tx, &event, &state.sinks).await?;
+            let saga = match state.saga {
+                Some(_) => Some(
+                    db::sagas::insert(&mut tx, order.id, traceparent.as_deref())
+                        .await?
+                        .into(),
+                ),
+                None => None,
+            };
+            tx.commit().await?;
+            tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order created");
+            if let Some(wake) = &state.saga {
+                wake.notify_one();
+            }
+            return Ok(OrderResponse {
+                status: StatusCode::CREATED,
+                order,
+                replayed: false,
+                saga,
+            }
+            .into_response());
         }
+        tx.rollback().await?;
+
+        // The key was used before: replay the order it created, if this is the same request.
+        let mut conn = state.pool.acquire().await?;
+        let Some(stored) = db::idempotency::find(&mut conn, &key).await? else {
+            continue;
+        };
+        if stored.fingerprint != fingerprint {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+        let order = db::orders::get(&mut conn, stored.order_id)
+            .await?
+            .ok_or(ApiError::OrderNotFound(stored.order_id))?;
+        let saga = db::sagas::get(&mut conn, order.id)
+            .await?
+            .map(SagaView::from);
         return Ok(OrderResponse {
             status: StatusCode::CREATED,
             order,
-            replayed: false,
+            replayed: true,
             saga,
         }
         .into_response());
     }
-    tx.rollback().await?;
-
-    // The key was used before: replay the order it created, if this is the same request.
-    let mut conn = state.pool.acquire().await?;
-    let stored = db::idempotency::find(&mut conn, &key)
-        .await?
-        .ok_or_else(|| {
-            ApiError::Internal(anyhow::anyhow!("idempotency key vanished after a conflict"))
-        })?;
-    if stored.fingerprint != fingerprint {
-        return Err(ApiError::IdempotencyKeyReused);
-    }
-    let order = db::orders::get(&mut conn, stored.order_id)
-        .await?
-        .ok_or(ApiError::OrderNotFound(stored.order_id))?;
-    let saga = db::sagas::get(&mut conn, order.id).await?.map(SagaView::from);
-    Ok(OrderResponse {
-        status: StatusCode::CREATED,
-        order,
-        replayed: true,
-        saga,
-    }
-    .into_response())
+    Err(ApiError::Internal(anyhow::anyhow!(
+        "idempotency key kept vanishing between claim and read"
+    )))
 }
 
 /// Get an order.

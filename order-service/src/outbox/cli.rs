@@ -1,4 +1,5 @@
-//! `order-service outbox parked|retry`: what a sink refused for good, and sending it again.
+//! `order-service outbox parked|retry|drop`: what a sink refused for good, sending it again,
+//! or giving up on it.
 
 use clap::Subcommand;
 
@@ -15,6 +16,20 @@ pub enum OutboxCommand {
         /// Only this event's deliveries; without it, every parked delivery.
         #[arg(long)]
         event_id: Option<uuid::Uuid>,
+    },
+    /// Give up on parked deliveries that will never succeed (after recording what they were,
+    /// e.g. with `outbox parked`): their events are then deleted with the delivered ones after
+    /// the outbox retention. Needs `--event-id` or `--all`.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["event_id", "all"])))]
+    Drop {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// Only this event's parked deliveries.
+        #[arg(long)]
+        event_id: Option<uuid::Uuid>,
+        /// Every parked delivery.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -44,6 +59,13 @@ pub async fn run(command: OutboxCommand) -> anyhow::Result<()> {
             let mut conn = connect(&database).await?;
             let count = db::outbox::retry_parked(&mut conn, event_id).await?;
             println!("{count} parked deliveries are pending again");
+        }
+        OutboxCommand::Drop {
+            database, event_id, ..
+        } => {
+            let mut conn = connect(&database).await?;
+            let count = db::outbox::drop_parked(&mut conn, event_id).await?;
+            println!("{count} parked deliveries dropped; their events go with the outbox retention");
         }
     }
     Ok(())

@@ -40,9 +40,6 @@ pub struct RelayConfig {
     /// Longest retry delay of a failed delivery.
     #[arg(long, env = "ORDER_SERVICE_RELAY_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
     pub relay_max_backoff: Duration,
-    /// How long events stay in the outbox after every sink acknowledged them.
-    #[arg(long, env = "ORDER_SERVICE_OUTBOX_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
-    pub outbox_retention: Duration,
     /// Connections of the relay's own pool (kept apart so relaying never takes the API's).
     #[arg(long, env = "ORDER_SERVICE_RELAY_DB_CONNECTIONS", default_value_t = 4)]
     pub relay_db_connections: u32,
@@ -188,13 +185,7 @@ impl Relay {
             .unwrap_or(self.config.relay_max_backoff)
     }
 
-    /// Deletes events every sink acknowledged longer ago than the retention.
-    pub async fn clean_up(&self) -> Result<u64, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        store::delete_delivered(&mut conn, self.config.outbox_retention, 1000).await
-    }
-
-    /// Runs one loop per enabled sink and a clean-up loop until `shutdown` is cancelled.
+    /// Runs one loop per enabled sink until `shutdown` is cancelled.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let sinks = self.sinks();
         let wakers: Vec<(Sink, Arc<Notify>)> = sinks
@@ -210,7 +201,6 @@ impl Relay {
         for (sink, wake) in wakers {
             tasks.spawn(self.clone().sink_loop(sink, wake, shutdown.clone()));
         }
-        tasks.spawn(self.clone().clean_up_loop(shutdown.clone()));
         tracing::info!(sinks = ?sinks.iter().map(|s| s.as_str()).collect::<Vec<_>>(), "outbox relay started");
         while tasks.join_next().await.is_some() {}
         tracing::info!("outbox relay stopped");
@@ -243,24 +233,6 @@ impl Relay {
             tokio::select! {
                 () = wake.notified() => {}
                 () = tokio::time::sleep(pause) => {}
-                () = shutdown.cancelled() => {}
-            }
-        }
-    }
-
-    async fn clean_up_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        let every = (self.config.outbox_retention / 4)
-            .clamp(Duration::from_secs(1), Duration::from_secs(60));
-        while !shutdown.is_cancelled() {
-            match self.clean_up().await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::debug!(deleted, "deleted delivered outbox events"),
-                Err(error) => {
-                    tracing::warn!(error = %crate::telemetry::error_chain(&error), "outbox clean-up failed")
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
                 () = shutdown.cancelled() => {}
             }
         }

@@ -12,7 +12,7 @@ use crate::helpers::{fresh_database, new_key, sample_order, url};
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-service");
 
-fn command(args: &[&str], db: &PgConnectOptions) -> Command {
+pub fn command(args: &[&str], db: &PgConnectOptions) -> Command {
     let mut command = Command::new(BIN);
     command
         .args(args)

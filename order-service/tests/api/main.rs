@@ -13,6 +13,7 @@ mod list;
 mod outage;
 mod participants;
 mod projections;
+mod retention;
 mod saga;
 mod servers;
 mod sinks;

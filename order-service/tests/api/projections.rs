@@ -425,26 +425,6 @@ async fn metrics_show_the_backlog_and_its_age_per_sink() {
 }
 
 #[tokio::test]
-async fn delivered_events_are_deleted_after_the_retention_and_undelivered_ones_kept() {
-    let app = spawn_app_with(Options {
-        sinks: Some(Sinks::fresh()),
-        extra_args: vec!["--outbox-retention".into(), "0s".into()],
-        ..Options::default()
-    })
-    .await;
-    app.advance(&sample_order(), &["CONFIRMED"]).await;
-    let relay = app.relay.as_ref().unwrap();
-    // Only Kafka delivered so far: nothing may be deleted yet.
-    while relay.step(Sink::Kafka).await.unwrap().claimed() > 0 {}
-    assert_eq!(relay.clean_up().await.unwrap(), 0);
-    assert_eq!(app.count("outbox_events").await, 2);
-    drain(&app).await;
-    assert_eq!(relay.clean_up().await.unwrap(), 2);
-    assert_eq!(app.count("outbox_events").await, 0);
-    assert_eq!(app.count("outbox_deliveries").await, 0);
-}
-
-#[tokio::test]
 async fn the_background_relay_delivers_without_being_driven() {
     let app = spawn_app_with(Options {
         sinks: Some(Sinks::fresh()),
