@@ -57,8 +57,8 @@ pub enum ApiError {
     SagaInProgress(Uuid),
     #[error("the request took longer than {0:?}")]
     Timeout(std::time::Duration),
-    #[error("{0}")]
-    ProjectionUnavailable(String),
+    #[error("the status history and statistics are not reachable right now; try again shortly")]
+    ProjectionUnavailable(#[source] anyhow::Error),
     #[error("the database is not reachable")]
     DatabaseUnavailable(#[source] sqlx::Error),
     #[error("database error")]
@@ -111,6 +111,9 @@ pub struct Problem {
     /// The order's version, for `version-mismatch`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_version: Option<i64>,
+    /// The request's `x-request-id`, which the service's log lines about it carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The full error chain of a server-side failure, attached to the response for the request
@@ -203,6 +206,7 @@ impl ApiError {
             current_status: None,
             allowed_next: None,
             current_version: None,
+            request_id: None,
         };
         match self {
             Self::Validation(errors) => problem.errors = Some(errors.clone()),
@@ -215,6 +219,33 @@ impl ApiError {
         }
         problem
     }
+}
+
+/// Whether a response carries a problem body.
+pub fn is_problem(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json")
+}
+
+/// The problem body with the request id added. Problem bodies are a few hundred bytes, made
+/// by [`ApiError`]; one that cannot be read back is passed on unchanged.
+pub async fn with_request_id(response: Response, request_id: String) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut problem)) => {
+            problem.insert("request_id".into(), serde_json::Value::String(request_id));
+            serde_json::to_vec(&problem).map_or(bytes, axum::body::Bytes::from)
+        }
+        _ => bytes,
+    };
+    let mut response = Response::from_parts(parts, axum::body::Body::from(body));
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    response
 }
 
 impl IntoResponse for ApiError {
@@ -268,7 +299,7 @@ mod tests {
             ApiError::IfMatchRequired,
             ApiError::SagaInProgress(Uuid::nil()),
             ApiError::Timeout(std::time::Duration::from_secs(1)),
-            ApiError::ProjectionUnavailable(String::new()),
+            ApiError::ProjectionUnavailable(anyhow::anyhow!("x")),
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
         let mut types: Vec<_> = errors.iter().map(|e| e.problem().type_).collect();

@@ -22,13 +22,13 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-/// The result of one readiness check.
+/// The result of one readiness check: its state only. Why it failed (an error chain, versions)
+/// goes to the log, never to the public port.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Check {
     /// `ok` or `failed`.
     pub status: &'static str,
-    /// Why, when not ok; details otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     pub detail: Option<String>,
 }
 
@@ -74,6 +74,11 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
 
     let mut checks = BTreeMap::from([("postgres", postgres), ("schema", schema)]);
     checks.extend(sinks);
+    for (name, check) in &checks {
+        if check.status != "ok" {
+            tracing::warn!(check = name, detail = check.detail.as_deref().unwrap_or(""), "readiness check failed");
+        }
+    }
     let (status, label) = match (core_ok, sinks_ok) {
         (true, true) => (StatusCode::OK, "ready"),
         (true, false) if !state.readiness_requires_sinks => (StatusCode::OK, "degraded"),

@@ -104,7 +104,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
                         .on_response(DefaultOnResponse::new().level(Level::INFO)),
                 )
                 .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(middleware::from_fn(log_server_errors))
+                .layer(middleware::from_fn(finish_errors))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
                 })),
@@ -112,14 +112,23 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .with_state(state)
 }
 
-/// Logs the cause of every 5xx inside the request's span (so with its request id). The
-/// error type attaches the cause; conversions never log.
-async fn log_server_errors(request: Request, next: Next) -> Response {
+/// Logs the cause of every 5xx inside the request's span (so with its request id), and puts
+/// the request id into every problem body, so a client's report names the log lines. The error
+/// type attaches the cause; conversions never log.
+async fn finish_errors(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let response = next.run(request).await;
     if let Some(ErrorReport(cause)) = response.extensions().get::<ErrorReport>() {
         tracing::error!(status = response.status().as_u16(), error = %cause, "request failed");
     }
-    response
+    match request_id {
+        Some(id) if error::is_problem(&response) => error::with_request_id(response, id).await,
+        _ => response,
+    }
 }
 
 /// Bounds every request. Hand-written rather than `tower_http::timeout` so that the answer

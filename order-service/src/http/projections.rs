@@ -65,9 +65,9 @@ fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
 
 fn dynamodb(state: &AppState) -> Result<&DynamoDbProjection, ApiError> {
     state.projections.dynamodb.as_ref().ok_or_else(|| {
-        ApiError::ProjectionUnavailable(
-            "the DynamoDB sink is not configured in this service".into(),
-        )
+        ApiError::ProjectionUnavailable(anyhow::anyhow!(
+            "the DynamoDB sink is not configured in this service"
+        ))
     })
 }
 
@@ -102,7 +102,7 @@ pub(crate) async fn order_history(
     let page = store
         .page(id, limit, before)
         .await
-        .map_err(ApiError::ProjectionUnavailable)?;
+        .map_err(|e| ApiError::ProjectionUnavailable(anyhow::anyhow!(e)))?;
     Ok(Json(HistoryPageBody {
         items: page.entries,
         next_cursor: page.next_before.map(encode_cursor),
@@ -158,7 +158,7 @@ pub(crate) async fn status_stats(
     let statuses = counters
         .sum(&first_hour, &last_hour)
         .await
-        .map_err(ApiError::ProjectionUnavailable)?;
+        .map_err(|e| ApiError::ProjectionUnavailable(anyhow::anyhow!(e)))?;
     Ok(Json(StatusStats {
         first_hour,
         last_hour,

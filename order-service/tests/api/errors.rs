@@ -184,3 +184,46 @@ async fn unknown_orders_routes_and_methods_are_problems() {
     let body = problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
     assert_eq!(problem_type(&body), "method-not-allowed");
 }
+
+#[tokio::test]
+async fn problems_carry_the_request_id_and_never_internal_text() {
+    // DynamoDB unreachable: the history endpoint's failure has an SDK error with the endpoint
+    // and the table in it, which must stay in the logs.
+    let sinks = crate::helpers::Sinks {
+        dynamodb_endpoint: "http://127.0.0.1:1".into(),
+        ..crate::helpers::Sinks::fresh()
+    };
+    let table_prefix = sinks.table_prefix.clone();
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        sinks: Some(sinks),
+        provision: false,
+        ..crate::helpers::Options::default()
+    })
+    .await;
+    let id = app.create_order(&crate::helpers::sample_order()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/orders/{id}/history")))
+        .header("x-request-id", "req-7")
+        .send()
+        .await
+        .expect("history");
+    let body = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(problem_type(&body), "projection-unavailable");
+    assert_eq!(body["request_id"], "req-7", "{body}");
+    let text = body.to_string();
+    for internal in ["127.0.0.1", table_prefix.as_str(), "dispatch", "error"] {
+        assert!(!text.contains(internal), "{internal} leaked: {text}");
+    }
+    // Client errors carry the request id too (one made up by the service when none was sent).
+    let missing = app.get(&format!("/v1/orders/{}", uuid::Uuid::nil())).await;
+    let sent_id = missing.headers()["x-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    let body = problem(missing, StatusCode::NOT_FOUND).await;
+    assert_eq!(body["request_id"], sent_id.as_str());
+}

@@ -32,10 +32,12 @@ async fn readyz_is_503_until_migrations_are_applied() {
     assert_eq!(body["status"], "not_ready");
     assert_eq!(body["checks"]["postgres"]["status"], "ok");
     assert_eq!(body["checks"]["schema"]["status"], "failed");
-    assert!(body["checks"]["schema"]["detail"]
-        .as_str()
-        .unwrap()
-        .contains("order-service migrate"));
+    // Check names and states only on the public port: the why (versions, errors) is logged.
+    assert_eq!(
+        body["checks"]["schema"].as_object().map(|c| c.len()),
+        Some(1),
+        "{body}"
+    );
 
     order_service::startup::migrate(&app.pool).await.unwrap();
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);

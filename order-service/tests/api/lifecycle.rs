@@ -146,3 +146,54 @@ async fn a_request_over_the_timeout_is_a_503_problem() {
         .unwrap();
     assert_eq!(stored["version"], 1);
 }
+
+#[tokio::test]
+async fn requests_saga_steps_and_relay_stop_within_one_shutdown_bound_not_one_each() {
+    let participants = crate::participants::Participants::start().await;
+    // A saga step that will not answer within the bound.
+    *participants.world.customer.latency.lock().unwrap() = Duration::from_secs(30);
+    let mut args = participants.args();
+    let timeout = args
+        .iter()
+        .position(|a| a == "--participant-timeout")
+        .expect("the fakes' timeout flag");
+    args[timeout + 1] = "60s".into();
+    let bound = Duration::from_secs(1);
+    let mut app = spawn_app_with(Options {
+        shutdown_timeout: bound,
+        extra_args: args,
+        ..Options::default()
+    })
+    .await;
+    let order = app.create_order(&sample_order()).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    wait_until(Duration::from_secs(10), "the saga's customer call", || async {
+        participants.world.customer.calls() > 0
+    })
+    .await;
+    // And a request that will not finish within the bound either.
+    let mut holder = sqlx::PgConnection::connect_with(&app.config.database.database_url)
+        .await
+        .unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM orders WHERE id = $1::uuid FOR UPDATE")
+        .bind(&id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let _stuck = spawn_confirm(&app, &id);
+    wait_for_blocked_request(&app).await;
+
+    let started = Instant::now();
+    app.signal_shutdown();
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("shutdown is bounded")
+        .expect("clean stop");
+    let took = started.elapsed();
+    // One bound for everything: the drain and the saga's stop run at the same time. One after
+    // the other they would take two bounds.
+    assert!(took >= bound - Duration::from_millis(100), "{took:?}");
+    assert!(took < bound * 3 / 2, "stopping took {took:?}, more than one bound");
+    tx.rollback().await.unwrap();
+}
