@@ -500,16 +500,18 @@ fn default_replication() -> i32 {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantsSpec {
-    /// Customer service base URL, e.g. `http://customers.shop.svc:8080/`.
-    #[x_kube(validation = Rule::new("self.startsWith('http://')").message("participant URLs must start with http:// (the service calls them without TLS; use a mesh for mTLS)"))]
+    /// Customer service base URL, e.g. `http://customers.shop.svc:8080/` or
+    /// `https://customers.shop.svc:8443/` (trusted through `caConfigMapRef`, else the image's
+    /// system roots).
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("participant URLs must start with http:// or https://"))]
     #[schemars(length(max = 2048))]
     pub customer_url: String,
     /// Inventory service base URL.
-    #[x_kube(validation = Rule::new("self.startsWith('http://')").message("participant URLs must start with http:// (the service calls them without TLS; use a mesh for mTLS)"))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("participant URLs must start with http:// or https://"))]
     #[schemars(length(max = 2048))]
     pub inventory_url: String,
     /// Payment service base URL.
-    #[x_kube(validation = Rule::new("self.startsWith('http://')").message("participant URLs must start with http:// (the service calls them without TLS; use a mesh for mTLS)"))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("participant URLs must start with http:// or https://"))]
     #[schemars(length(max = 2048))]
     pub payment_url: String,
     /// Bound on one call, e.g. `2s` (default).
@@ -529,6 +531,29 @@ pub struct ParticipantsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1").message("maxConcurrentCalls must be at least 1"))]
     pub max_concurrent_calls: Option<i32>,
+    /// A ConfigMap key (in this namespace) holding the PEM bundle of the CAs that sign the
+    /// https participants' certificates (e.g. trust-manager's bundle); when set, only these
+    /// are trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_config_map_ref: Option<ConfigMapKeyRef>,
+}
+
+/// A key of a ConfigMap in the resource's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// ConfigMap name.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("must be a DNS subdomain name"))]
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Key in the ConfigMap (default `ca.crt`).
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(max = 253))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
 }
 
 /// What deleting the resource does to external data.

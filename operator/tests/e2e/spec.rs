@@ -124,7 +124,7 @@ async fn the_apiserver_refuses_specs_that_break_a_rule_with_the_rules_message() 
         (
             "participants",
             json!({"participants": {"customerUrl": "ftp://customers", "inventoryUrl": "http://i/", "paymentUrl": "http://p/"}}),
-            "participant URLs must start with http://",
+            "participant URLs must start with http:// or https://",
         ),
         (
             "env-database",

@@ -84,9 +84,11 @@ impl Participant {
         name: &'static str,
         base: Url,
         policy: CallPolicy,
+        tls: rustls::ClientConfig,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .timeout(policy.timeout)
             .connect_timeout(policy.timeout)
             .build()

@@ -13,11 +13,13 @@ pub mod cli;
 pub mod client;
 pub mod machine;
 pub mod participants;
+pub mod tls;
 pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use reqwest::Url;
 
@@ -30,8 +32,8 @@ use crate::metrics::Metrics;
 /// status API drives the lifecycle alone.
 #[derive(Debug, Clone, Args)]
 pub struct SagaConfig {
-    /// Customer service base URL, e.g. `http://customers:8080/` (plain HTTP: in-cluster, with a
-    /// mesh for mTLS). With the inventory and payment URLs it turns the saga on.
+    /// Customer service base URL, e.g. `http://customers:8080/` or `https://customers:8443/`.
+    /// With the inventory and payment URLs it turns the saga on.
     #[arg(long, env = "ORDER_SERVICE_CUSTOMER_URL", value_parser = parse_base_url)]
     pub customer_url: Option<Url>,
     /// Inventory service base URL.
@@ -40,6 +42,13 @@ pub struct SagaConfig {
     /// Payment service base URL.
     #[arg(long, env = "ORDER_SERVICE_PAYMENT_URL", value_parser = parse_base_url)]
     pub payment_url: Option<Url>,
+    /// PEM file of the CAs that sign the participants' https certificates; when set, only these
+    /// are trusted (else the system's roots).
+    #[arg(long, env = "ORDER_SERVICE_PARTICIPANT_CA_FILE", conflicts_with = "participant_ca_pem")]
+    pub participant_ca_file: Option<std::path::PathBuf>,
+    /// The same bundle as PEM text (the OrderPlatform's `participants.caConfigMapRef` sets it).
+    #[arg(long, env = "ORDER_SERVICE_PARTICIPANT_CA_PEM", hide_env_values = true)]
+    pub participant_ca_pem: Option<String>,
     /// Bound on one call to a participant.
     #[arg(long, env = "ORDER_SERVICE_PARTICIPANT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub participant_timeout: Duration,
@@ -95,12 +104,8 @@ pub struct SagaConfig {
 
 fn parse_base_url(value: &str) -> Result<Url, String> {
     let mut url = Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
-    if url.scheme() != "http" {
-        return Err(
-            "must be an http:// URL (this build calls participants without TLS: inside the \
-             cluster, with a service mesh for mTLS)"
-                .into(),
-        );
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http:// or https:// URL".into());
     }
     // Paths are joined onto it: without the trailing slash the last segment would be replaced.
     if !url.path().ends_with('/') {
@@ -110,6 +115,17 @@ fn parse_base_url(value: &str) -> Result<Url, String> {
 }
 
 impl SagaConfig {
+    /// Which CAs https participants must be signed by.
+    fn trust(&self) -> anyhow::Result<tls::Trust> {
+        Ok(match (&self.participant_ca_file, &self.participant_ca_pem) {
+            (Some(path), _) => tls::Trust::Bundle(std::fs::read_to_string(path).with_context(
+                || format!("reading the participant CA bundle {}", path.display()),
+            )?),
+            (None, Some(pem)) => tls::Trust::Bundle(pem.clone()),
+            (None, None) => tls::Trust::System,
+        })
+    }
+
     /// The participants, when all three are configured; an error when only some are.
     pub fn participants(&self, metrics: &Arc<Metrics>) -> anyhow::Result<Option<Participants>> {
         let policy = CallPolicy {
@@ -125,8 +141,15 @@ impl SagaConfig {
         match (&self.customer_url, &self.inventory_url, &self.payment_url) {
             (None, None, None) => Ok(None),
             (Some(customer), Some(inventory), Some(payment)) => {
+                let tls = tls::client_config(&self.trust()?)?;
                 let make = |name, url: &Url| {
-                    Participant::new(name, url.clone(), policy.clone(), metrics.clone())
+                    Participant::new(
+                        name,
+                        url.clone(),
+                        policy.clone(),
+                        tls.clone(),
+                        metrics.clone(),
+                    )
                 };
                 Ok(Some(Participants {
                     customer: make("customer", customer)?,
@@ -147,7 +170,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base_urls_get_a_trailing_slash_and_must_be_http() {
+    fn base_urls_get_a_trailing_slash_and_must_be_http_or_https() {
         assert_eq!(
             parse_base_url("http://inventory:8080/api")
                 .unwrap()
@@ -155,9 +178,10 @@ mod tests {
             "http://inventory:8080/api/"
         );
         assert!(parse_base_url("ftp://x").is_err());
-        assert!(parse_base_url("https://payments/")
-            .unwrap_err()
-            .contains("without TLS"));
+        assert_eq!(
+            parse_base_url("https://payments").unwrap().as_str(),
+            "https://payments/"
+        );
         assert!(parse_base_url("not a url").is_err());
     }
 }

@@ -12,6 +12,7 @@ mod lifecycle;
 mod list;
 mod outage;
 mod participants;
+mod participants_tls;
 mod projections;
 mod retention;
 mod saga;

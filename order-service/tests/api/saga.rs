@@ -737,14 +737,20 @@ async fn metrics(app: &TestApp) -> String {
     app.get("/metrics").await.text().await.unwrap_or_default()
 }
 
-/// Every order still PENDING with its saga running at `step`.
+/// Waits until every order's saga is at `step`; each must still be PENDING, its saga RUNNING.
 async fn all_waiting_at(app: &TestApp, ids: &[String], step: &str) {
-    for id in ids {
-        let order = app.order_json(id).await;
-        assert_eq!(order["status"], "PENDING", "{order}");
-        assert_eq!(order["saga"]["state"], "RUNNING", "{order}");
-        assert_eq!(order["saga"]["step"], step, "{order}");
-    }
+    wait_until(SAGA_TIMEOUT, &format!("every saga at {step}"), || async {
+        for id in ids {
+            let order = app.order_json(id).await;
+            assert_eq!(order["status"], "PENDING", "{order}");
+            assert_eq!(order["saga"]["state"], "RUNNING", "{order}");
+            if order["saga"]["step"] != step {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
 }
 
 #[tokio::test]

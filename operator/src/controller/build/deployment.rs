@@ -5,8 +5,8 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource,
-    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Volume, VolumeMount,
+    ConfigMapEnvSource, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -50,11 +50,30 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
+/// The https participants' CA bundle, from its ConfigMap key (only the service calls them; the
+/// migration Job does not need it).
+fn participant_ca_env(platform: &OrderPlatform) -> Option<EnvVar> {
+    let reference = platform.spec.participants.as_ref()?.ca_config_map_ref.as_ref()?;
+    Some(EnvVar {
+        name: "ORDER_SERVICE_PARTICIPANT_CA_PEM".into(),
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(ConfigMapKeySelector {
+                name: reference.name.clone(),
+                key: reference.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
 /// The Deployment running `revision` (the operator picks it: the spec's only once its
 /// migrations succeeded). With autoscaling on, `replicas` is left to the HPA.
 pub fn build_deployment(platform: &OrderPlatform, revision: &Revision) -> Deployment {
     let spec = &platform.spec;
     let (mut env, mut env_from) = secret_env(platform, &revision.database);
+    env.extend(participant_ca_env(platform));
     env.extend(spec.env.iter().cloned());
     env_from.insert(
         0,
@@ -192,6 +211,34 @@ mod tests {
         platform.spec.progress_deadline_seconds = Some(45);
         let d = deployment(&platform);
         assert_eq!(d.spec.unwrap().progress_deadline_seconds, Some(45));
+    }
+
+    #[test]
+    fn the_participants_ca_bundle_comes_from_its_config_map_key() {
+        let env_of = |platform: &OrderPlatform| {
+            deployment(platform).spec.unwrap().template.spec.unwrap().containers[0]
+                .env
+                .clone()
+                .unwrap_or_default()
+        };
+        let ca = |env: &[EnvVar]| {
+            env.iter()
+                .find(|e| e.name == "ORDER_SERVICE_PARTICIPANT_CA_PEM")
+                .cloned()
+        };
+        assert!(ca(&env_of(&OrderPlatform::test())).is_none());
+        let mut platform = OrderPlatform::test();
+        platform.spec.participants = Some(
+            serde_json::from_value(serde_json::json!({
+                "customerUrl": "https://customers/", "inventoryUrl": "https://inventory/",
+                "paymentUrl": "https://payments/",
+                "caConfigMapRef": {"name": "shop-ca"}
+            }))
+            .unwrap(),
+        );
+        let var = ca(&env_of(&platform)).expect("the CA variable");
+        let selector = var.value_from.unwrap().config_map_key_ref.unwrap();
+        assert_eq!((selector.name.as_str(), selector.key.as_str()), ("shop-ca", "ca.crt"));
     }
 
     #[test]
