@@ -43,5 +43,10 @@ export ORDER_PLATFORM_IMAGES ORDER_PLATFORM_NODE_BIN
 # installs the chart on it. Imported only when the node lacks that exact image.
 "$ROOT/scripts/node.sh" images
 
+# The OpenAPI fuzz test (order-service/tests/api/openapi.rs) runs schemathesis from PyPI, pinned
+# in tools/schemathesis and installed once into a cached venv.
+ORDER_PLATFORM_SCHEMATHESIS=$("$ROOT/scripts/schemathesis.sh" path)
+export ORDER_PLATFORM_SCHEMATHESIS
+
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"

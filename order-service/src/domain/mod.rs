@@ -17,7 +17,10 @@ pub use idempotency::{IdempotencyKey, RequestFingerprint};
 pub use money::{compute_totals, Currency, LineAmount, Totals, TotalsOverflow};
 pub use order::{
     customer_id, non_negative, NewItem, NewOrder, NewOrderParts, Order, OrderItem, OrderSummary,
-    Payment, PaymentMethod, PaymentStatus, MAX_ITEMS,
+    Payment, PaymentMethod, PaymentStatus, CUSTOMER_ID_MAX, ITEM_NAME_MAX, MAX_ITEMS, SKU_MAX,
 };
 pub use status::{InvalidTransition, OrderStatus};
-pub use validation::{optional_text, FieldError, FieldErrors};
+pub use validation::{
+    optional_text, optional_text_pattern, optional_text_schema, text_pattern, text_schema,
+    FieldError, FieldErrors,
+};

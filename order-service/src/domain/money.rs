@@ -24,6 +24,19 @@ impl Currency {
     pub fn code(&self) -> &'static str {
         self.0.code()
     }
+
+    /// Every code [`Currency::parse`] accepts, found by asking it about every candidate shape
+    /// (for the OpenAPI document's `enum`, so that it cannot drift from the parser).
+    pub fn codes() -> Vec<&'static str> {
+        let letters = b'A'..=b'Z';
+        letters
+            .clone()
+            .flat_map(|a| letters.clone().map(move |b| [a, b]))
+            .flat_map(|[a, b]| (b'A'..=b'Z').map(move |c| [a, b, c]))
+            .filter_map(|code| Self::parse(std::str::from_utf8(&code).ok()?).ok())
+            .map(|currency| currency.code())
+            .collect()
+    }
 }
 
 impl fmt::Display for Currency {
@@ -122,5 +135,7 @@ mod tests {
         for bad in ["eur", "EURO", "XYZ", "", "E1R"] {
             assert!(Currency::parse(bad).is_err(), "{bad}");
         }
+        let codes = Currency::codes();
+        assert!(codes.contains(&"EUR") && codes.contains(&"JPY") && !codes.contains(&"XYZ"));
     }
 }

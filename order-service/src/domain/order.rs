@@ -14,6 +14,10 @@ use super::Address;
 pub const MAX_ITEMS: usize = 100;
 /// At most this many units per line.
 pub const MAX_QUANTITY: i64 = 1_000_000;
+/// Lengths of the text fields, after trimming.
+pub const CUSTOMER_ID_MAX: usize = 64;
+pub const SKU_MAX: usize = 64;
+pub const ITEM_NAME_MAX: usize = 200;
 
 /// How the customer pays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -97,8 +101,8 @@ impl NewItem {
         path: &str,
         errors: &mut FieldErrors,
     ) -> Option<NewItem> {
-        let sku = errors.check(format!("{path}.sku"), text(sku, 64));
-        let name = errors.check(format!("{path}.name"), text(name, 200));
+        let sku = errors.check(format!("{path}.sku"), text(sku, SKU_MAX));
+        let name = errors.check(format!("{path}.name"), text(name, ITEM_NAME_MAX));
         let quantity = errors.check(
             format!("{path}.quantity"),
             if (1..=MAX_QUANTITY).contains(&quantity) {
@@ -185,7 +189,7 @@ pub fn non_negative(amount: i64) -> Result<i64, String> {
 
 /// A customer id as the customer service knows it: opaque, 1 to 64 characters.
 pub fn customer_id(value: &str) -> Result<String, String> {
-    text(value, 64)
+    text(value, CUSTOMER_ID_MAX)
 }
 
 /// One line of a stored order.

@@ -40,10 +40,18 @@ pub struct Readiness {
     pub checks: BTreeMap<&'static str, Check>,
 }
 
+/// The liveness answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
 /// Liveness: the process is up and its runtime answers.
-#[utoipa::path(get, path = "/livez", tag = "health", responses((status = 200, description = "Alive")))]
-pub(crate) async fn livez() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/livez", tag = "health", responses((status = 200, description = "Alive", body = Liveness)))]
+pub(crate) async fn livez() -> Json<Liveness> {
+    Json(Liveness { status: "ok" })
 }
 
 /// Readiness: PostgreSQL answers and its schema is at (or, during a rolling upgrade, past) the
@@ -51,7 +59,8 @@ pub(crate) async fn livez() -> Json<serde_json::Value> {
 /// the service `degraded` (still 200: writes go on and queue in the outbox) unless
 /// `--readiness-requires-sinks` is set.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
-    (status = 200, body = Readiness), (status = 503, body = Readiness)))]
+    (status = 200, description = "`ready` or `degraded`", body = Readiness),
+    (status = 503, description = "`not_ready`", body = Readiness)))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let (database, dynamodb, kafka) = tokio::join!(
         check_database(&state),

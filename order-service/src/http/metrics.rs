@@ -38,8 +38,14 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
-/// `GET /metrics`. The outbox backlog is read from PostgreSQL at scrape time, with bounded
-/// index reads (`db::outbox::backlog`); when that read fails the other metrics are still served.
+/// Prometheus metrics (OpenMetrics text): requests, latency, outbox backlog, pool, sagas.
+///
+/// The outbox backlog is read from PostgreSQL at scrape time, with bounded index reads
+/// (`db::outbox::backlog`); when that read fails the other metrics are still served.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "The metrics", body = String,
+     content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    (status = 500, description = "Rendering the metrics failed (no body)")))]
 pub async fn scrape(State(state): State<AppState>) -> Response {
     if !state.sinks.is_empty() {
         let backlog = async {

@@ -12,18 +12,24 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, Problem};
+use super::error::ApiError;
 use super::extract::{
     etag, from_json_value, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, IfMatch, RequestId,
+};
+use super::openapi::{
+    BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, PreconditionFailed,
+    PreconditionRequired, ServiceUnavailable, UnprocessableContent, UnsupportedMediaType,
 };
 use super::sagas::SagaView;
 use super::AppState;
 use crate::db::{self, orders::OrderFilter};
 use crate::domain::{
     self, Address, Currency, Cursor, FieldErrors, NewItem, NewOrder, NewOrderParts, Order,
-    OrderStatus, OrderSummary, PaymentMethod, RequestFingerprint, MAX_ITEMS,
+    OrderStatus, OrderSummary, PaymentMethod, RequestFingerprint, CUSTOMER_ID_MAX, ITEM_NAME_MAX,
+    MAX_ITEMS, SKU_MAX,
 };
 use crate::outbox::envelope::{EventEnvelope, ACTOR_API};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -42,35 +48,66 @@ const MAX_REASON_CHARS: usize = 500;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateOrderRequest {
-    #[schema(example = "c-42")]
+    #[schema(schema_with = customer_id_schema)]
     customer_id: String,
-    /// ISO 4217 code.
-    #[schema(example = "EUR")]
+    #[schema(schema_with = currency_schema)]
     currency: String,
+    /// 1 to 100 lines. The order total (lines, shipping and tax) must fit in 64-bit minor
+    /// units, or the create is refused (422, field `items`).
+    #[schema(min_items = 1, max_items = 100)]
     items: Vec<CreateItem>,
     shipping_address: Address,
     /// Defaults to the shipping address.
     #[serde(default)]
     billing_address: Option<Address>,
+    /// Minor units, ≥ 0.
     #[serde(default)]
+    #[schema(minimum = 0, default = 0)]
     shipping_minor: i64,
+    /// Minor units, ≥ 0.
     #[serde(default)]
+    #[schema(minimum = 0, default = 0)]
     tax_minor: i64,
     payment: CreatePayment,
+}
+
+// The schemas state what `parse` accepts (the OpenAPI document is checked against the server).
+fn customer_id_schema() -> Object {
+    domain::text_schema(CUSTOMER_ID_MAX, "c-42")
+}
+fn sku_schema() -> Object {
+    domain::text_schema(SKU_MAX, "SKU-1")
+}
+fn item_name_schema() -> Object {
+    domain::text_schema(ITEM_NAME_MAX, "Widget")
+}
+fn currency_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("An ISO 4217 code, upper case."))
+        .enum_values(Some(Currency::codes()))
+        .examples(["EUR"])
+        .build()
+}
+fn status_reason_schema() -> Object {
+    domain::optional_text_schema(MAX_REASON_CHARS)
+}
+fn cancel_reason_schema() -> Object {
+    domain::text_schema(MAX_REASON_CHARS, "customer asked")
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateItem {
-    #[schema(example = "SKU-1")]
+    #[schema(schema_with = sku_schema)]
     sku: String,
-    #[schema(example = "Widget")]
+    #[schema(schema_with = item_name_schema)]
     name: String,
     /// 1 to 1,000,000.
-    #[schema(example = 2)]
+    #[schema(example = 2, minimum = 1, maximum = 1_000_000)]
     quantity: i64,
     /// Minor units of the order currency, ≥ 0.
-    #[schema(example = 1250)]
+    #[schema(example = 1250, minimum = 0)]
     unit_price_minor: i64,
 }
 
@@ -184,14 +221,19 @@ impl IntoResponse for OrderResponse {
 #[utoipa::path(
     post, path = "/v1/orders", tag = "orders",
     request_body = CreateOrderRequest,
-    params(("Idempotency-Key" = String, Header, description = "Client-chosen key, 1-255 visible ASCII characters")),
+    params(("Idempotency-Key" = String, Header, pattern = r"^[!-~]{1,255}$",
+            description = "Client-chosen key, 1 to 255 visible ASCII characters")),
     responses(
-        (status = 201, description = "Created (or replayed)", body = Order,
-         headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created (or replayed)", body = OrderDetail, headers(
+            ("Location" = String, description = "The order's URL"),
+            ("ETag" = String, description = "The order's version, quoted"),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the replay of an earlier create"))),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableContent),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub(crate) async fn create_order(
@@ -274,8 +316,11 @@ pub(crate) async fn create_order(
     get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = Uuid, Path, description = "Order id")),
     responses(
-        (status = 200, body = OrderDetail, headers(("ETag" = String, description = "The order's version"))),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = OrderDetail, headers(("ETag" = String, description = "The order's version, quoted"))),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub(crate) async fn get_order(
@@ -301,6 +346,8 @@ pub(crate) async fn get_order(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Exact customer id (no NUL).
+    #[param(pattern = r"^[^\x00]*$")]
     customer_id: Option<String>,
     status: Option<OrderStatus>,
     /// Inclusive lower bound on creation time (RFC 3339).
@@ -308,6 +355,7 @@ pub(crate) struct ListQuery {
     /// Exclusive upper bound on creation time (RFC 3339).
     created_before: Option<DateTime<Utc>>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -328,7 +376,9 @@ pub(crate) struct OrderPage {
     params(ListQuery),
     responses(
         (status = 200, body = OrderPage),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = BadRequest),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub(crate) async fn list_orders(
@@ -340,6 +390,16 @@ pub(crate) async fn list_orders(
         return Err(ApiError::InvalidQuery(format!(
             "limit must be between 1 and {MAX_LIMIT}"
         )));
+    }
+    if query
+        .customer_id
+        .as_deref()
+        .is_some_and(|id| id.contains('\0'))
+    {
+        // PostgreSQL cannot compare text with NUL in it; no stored id has one.
+        return Err(ApiError::InvalidQuery(
+            "customer_id must not contain NUL characters".into(),
+        ));
     }
     let after = query
         .cursor
@@ -378,6 +438,7 @@ pub(crate) struct StatusChangeRequest {
     status: OrderStatus,
     /// Why, for people reading the order later; up to 500 characters.
     #[serde(default)]
+    #[schema(schema_with = status_reason_schema)]
     reason: Option<String>,
 }
 
@@ -386,6 +447,7 @@ pub(crate) struct StatusChangeRequest {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CancelRequest {
     /// Why the order is cancelled; required, up to 500 characters.
+    #[schema(schema_with = cancel_reason_schema)]
     reason: String,
 }
 
@@ -396,13 +458,23 @@ pub(crate) struct CancelRequest {
 #[utoipa::path(
     post, path = "/v1/orders/{id}/status", tag = "orders",
     request_body = StatusChangeRequest,
-    params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "The order's ETag")),
+    params(
+        ("id" = Uuid, Path, description = "Order id"),
+        ("If-Match" = String, Header, pattern = r#"^[ \t]*(\*|("[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})([ \t]*,[ \t]*("[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18}))*)[ \t]*$"#,
+         description = "The order's ETag (`\"3\"`), a list of them, or `*`"),
+    ),
     responses(
-        (status = 200, body = Order),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Transition not allowed; `allowed_next` lists what is", body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
-        (status = 428, body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = OrderDetail, headers(("ETag" = String, description = "The order's new version, quoted"))),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableContent),
+        (status = 428, response = PreconditionRequired),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub(crate) async fn change_status(
@@ -427,12 +499,22 @@ pub(crate) async fn change_status(
 #[utoipa::path(
     post, path = "/v1/orders/{id}/cancel", tag = "orders",
     request_body = CancelRequest,
-    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "The order's ETag")),
+    params(
+        ("id" = Uuid, Path, description = "Order id"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^[ \t]*(\*|("[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18})([ \t]*,[ \t]*("[+-]?[0-9]{1,18}"|[+-]?[0-9]{1,18}))*)[ \t]*$"#,
+         description = "The order's ETag (`\"3\"`), a list of them, or `*`; optional here"),
+    ),
     responses(
-        (status = 200, body = Order),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 200, body = OrderDetail, headers(("ETag" = String, description = "The order's new version, quoted"))),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = UnprocessableContent),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub(crate) async fn cancel_order(

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, Problem};
+use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
+use super::openapi::{BadRequest, InternalError, NotFound, ServiceUnavailable};
 use super::AppState;
 use crate::db;
 use crate::domain::OrderStatus;
@@ -37,6 +38,7 @@ pub fn router() -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 pub(crate) struct HistoryQuery {
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i32>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -74,11 +76,13 @@ fn dynamodb(state: &AppState) -> Result<&DynamoDbProjection, ApiError> {
 /// An order's status history (from DynamoDB), newest first.
 #[utoipa::path(
     get, path = "/v1/orders/{id}/history", tag = "orders",
-    params(("id" = Uuid, Path), HistoryQuery),
+    params(("id" = Uuid, Path, description = "Order id"), HistoryQuery),
     responses(
         (status = 200, body = HistoryPageBody),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub(crate) async fn order_history(
@@ -131,13 +135,16 @@ pub(crate) struct StatusStats {
 }
 
 /// Hourly status counters summed over a time range.
+///
+/// `to` must be after `from`, and the range may span at most 31 days (else `invalid-query`).
 #[utoipa::path(
     get, path = "/v1/stats/status", tag = "stats",
     params(StatsQuery),
     responses(
         (status = 200, body = StatusStats),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 400, response = BadRequest),
+        (status = 500, response = InternalError),
+        (status = 503, response = ServiceUnavailable),
     )
 )]
 pub(crate) async fn status_stats(

@@ -10,6 +10,7 @@ mod health;
 mod kafka_tls;
 mod lifecycle;
 mod list;
+mod openapi;
 mod outage;
 mod participants;
 mod participants_tls;
