@@ -3,7 +3,11 @@
 # `order-service bench`. Extra arguments go to the bench (e.g. --clients 32 --duration 20s).
 # With --saga-rate N (e.g. `make bench ARGS="--saga-rate 200 --duration 30s"`) it runs the saga
 # benchmark: the bench serves fake participants answering in 5 ms on BENCH_PARTICIPANTS_ADDR
-# and the service is started pointing at them.
+# and the service is started pointing at them. With --soak (e.g. `make bench ARGS="--soak
+# --duration 10m"`) it runs the soak benchmark with retentions shortened so that the tables
+# level off within minutes (each overridable by its ORDER_SERVICE_* variable), and Kafka as
+# the only sink unless ORDER_SERVICE_SINKS says otherwise (moto cannot keep up with the API's
+# rate for long: its backlog, not the retention, would set the outbox's size).
 set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
@@ -38,6 +42,13 @@ if [[ " $* " == *" --saga-rate "* ]]; then
   export ORDER_SERVICE_CUSTOMER_URL="http://$participants/" ORDER_SERVICE_INVENTORY_URL="http://$participants/" \
     ORDER_SERVICE_PAYMENT_URL="http://$participants/"
   bench_args+=(--participants-addr "$participants")
+fi
+if [[ " $* " == *" --soak "* ]]; then
+  export ORDER_SERVICE_SINKS=${ORDER_SERVICE_SINKS:-kafka} \
+    ORDER_SERVICE_OUTBOX_RETENTION=${ORDER_SERVICE_OUTBOX_RETENTION:-1m} \
+    ORDER_SERVICE_IDEMPOTENCY_KEY_TTL=${ORDER_SERVICE_IDEMPOTENCY_KEY_TTL:-2m} \
+    ORDER_SERVICE_SAGA_RETENTION=${ORDER_SERVICE_SAGA_RETENTION:-2m}
+  say "soak: sinks $ORDER_SERVICE_SINKS, outbox retention $ORDER_SERVICE_OUTBOX_RETENTION, idempotency keys $ORDER_SERVICE_IDEMPOTENCY_KEY_TTL, finished sagas $ORDER_SERVICE_SAGA_RETENTION"
 fi
 ORDER_SERVICE_LOG=warn "$bin" serve --addr "$addr" 2>"$log" &
 service=$!

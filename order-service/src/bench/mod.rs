@@ -5,6 +5,7 @@
 
 mod participants;
 mod saga;
+mod soak;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +61,24 @@ pub struct BenchConfig {
     /// How long each fake participant takes to answer.
     #[arg(long, default_value = "5ms", value_parser = humantime::parse_duration)]
     pub participant_latency: Duration,
+    /// Make this fake participant slow for a share of its calls (`customer`, `inventory` or
+    /// `payment`), to see what one slow participant does to the saga's p99.
+    #[arg(long, value_parser = ["customer", "inventory", "payment"])]
+    pub slow_participant: Option<String>,
+    /// Share of the slow participant's calls that are slow.
+    #[arg(long, default_value_t = 0.1)]
+    pub slow_fraction: f64,
+    /// How long a slow call takes.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub slow_latency: Duration,
+    /// Run the soak benchmark instead: creates for `--duration` (10m or more), reporting every
+    /// `--report-every` the rate, p99 and the rows and size of the tables the retention bounds.
+    /// With `--saga-rate`, at that rate with the saga on; else `--clients` in a closed loop.
+    #[arg(long)]
+    pub soak: bool,
+    /// Time between soak reports.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub report_every: Duration,
 }
 
 /// Latencies and counts of one phase.
@@ -108,6 +127,19 @@ fn order_body(client: usize, n: u64) -> serde_json::Value {
 }
 
 pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
+    if let Some(addr) = config.participants_addr {
+        let latency = participants::Latency::of(&config);
+        tokio::spawn(async move {
+            if let Err(error) = participants::serve(addr, latency).await {
+                eprintln!("fake participants on {addr}: {error:#}");
+            }
+        });
+    }
+    if config.soak {
+        let base = config.url.trim_end_matches('/').to_owned();
+        let http = ready_client(&base, config.clients.max(64)).await?;
+        return soak::run(&config, http, &base).await;
+    }
     if let Some(rate) = config.saga_rate {
         return saga::run(&config, rate).await;
     }

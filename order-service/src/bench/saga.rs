@@ -13,14 +13,6 @@ use crate::db;
 
 pub async fn run(config: &BenchConfig, rate: f64) -> anyhow::Result<()> {
     anyhow::ensure!(rate > 0.0, "--saga-rate must be positive");
-    if let Some(addr) = config.participants_addr {
-        let latency = config.participant_latency;
-        tokio::spawn(async move {
-            if let Err(error) = super::participants::serve(addr, latency).await {
-                eprintln!("fake participants on {addr}: {error:#}");
-            }
-        });
-    }
     let base = config.url.trim_end_matches('/').to_owned();
     let http = super::ready_client(&base, 256).await?;
     let pool = db::pool(
@@ -28,8 +20,16 @@ pub async fn run(config: &BenchConfig, rate: f64) -> anyhow::Result<()> {
         4,
         Duration::from_secs(10),
     );
+    let slow = match &config.slow_participant {
+        Some(which) => format!(
+            "; {which} slow ({:?}) for {:.0} % of its calls",
+            config.slow_latency,
+            config.slow_fraction * 100.0
+        ),
+        None => String::new(),
+    };
     println!(
-        "saga bench: {rate} orders/s for {:?}, participants answering in {:?}, service {base}",
+        "saga bench: {rate} orders/s for {:?}, participants answering in {:?}{slow}, service {base}",
         config.duration, config.participant_latency
     );
 
