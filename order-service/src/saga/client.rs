@@ -336,3 +336,55 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .ok()
         .map(Duration::from_secs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const DOCUMENTED: &[Refusal] = &[
+        Refusal {
+            status: 404,
+            errors: &["customer_not_found"],
+        },
+        Refusal {
+            status: 402,
+            errors: &[],
+        },
+    ];
+
+    #[test]
+    fn only_a_listed_status_with_a_listed_error_code_is_a_refusal() {
+        let code = |status, body| refusal(DOCUMENTED, status, &body);
+        assert_eq!(
+            code(404, json!({"error": "customer_not_found"})),
+            Some("customer_not_found".into())
+        );
+        // A wrong base path: 404 without the documented body, or with another code.
+        assert_eq!(code(404, Value::Null), None);
+        assert_eq!(code(404, json!({"error": "not_found"})), None);
+        assert_eq!(code(404, json!({"message": "customer_not_found"})), None);
+        // Any code where the contract lists none, but a code it must be.
+        assert_eq!(
+            code(402, json!({"error": "card_expired"})),
+            Some("card_expired".into())
+        );
+        assert_eq!(code(402, json!({"error": 7})), None);
+        // Statuses the contract does not list never refuse.
+        assert_eq!(code(401, json!({"error": "customer_not_found"})), None);
+        assert_eq!(code(409, json!({"error": "out_of_stock"})), None);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_only() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, " 7 ".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2026 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
+}

@@ -207,3 +207,154 @@ fn encode(segment: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Order;
+
+    fn order() -> Order {
+        serde_json::from_value(serde_json::json!({
+            "id": "01a2214a-ebf5-76de-93e9-6da06fad7732", "customer_id": "c-42",
+            "status": "PENDING", "status_reason": null, "currency": "EUR",
+            "subtotal_minor": 100, "shipping_minor": 0, "tax_minor": 0, "total_minor": 100,
+            "items": [], "shipping_address": address(), "billing_address": address(),
+            "payment": {"id": "01a2214a-ebfb-750d-b440-1c069d2d30d7", "method": "card",
+                        "status": "PENDING", "amount_minor": 100, "currency": "EUR"},
+            "version": 1, "created_at": "2026-11-28T08:00:00Z", "updated_at": "2026-11-28T08:00:00Z"
+        }))
+        .expect("an order")
+    }
+
+    fn address() -> Value {
+        json!({"name": "A", "line1": "1 St", "city": "B", "postal_code": "1", "country": "DE"})
+    }
+
+    fn refused(status: u16, error: &str, body: Value) -> Result<Value, CallError> {
+        Err(CallError::Refused {
+            status,
+            error: error.into(),
+            body,
+        })
+    }
+
+    fn rejected(reason: &str) -> Outcome {
+        Outcome::Rejected {
+            reason: reason.into(),
+        }
+    }
+
+    fn is_retry(outcome: &Outcome) -> bool {
+        matches!(outcome, Outcome::Retry { .. })
+    }
+
+    #[test]
+    fn a_2xx_must_carry_what_the_step_needs() {
+        let o = order();
+        let done = |id: Option<&str>| Outcome::Done {
+            id: id.map(str::to_owned),
+        };
+        let customer = |body: Value| outcome(Step::ValidateCustomer, &o, Ok(body));
+        assert_eq!(customer(json!({"status": "ACTIVE"})), done(None));
+        assert_eq!(
+            customer(json!({"status": "BLOCKED"})),
+            rejected("customer_blocked: c-42")
+        );
+        // No status (or not JSON at all, which the client turns into null) is not "active".
+        assert!(is_retry(&customer(json!({"customer_id": "c-42"}))));
+        assert!(is_retry(&customer(Value::Null)));
+        assert_eq!(
+            outcome(
+                Step::ReserveInventory,
+                &o,
+                Ok(json!({"reservation_id": "r-1"}))
+            ),
+            done(Some("r-1"))
+        );
+        assert!(is_retry(&outcome(Step::ReserveInventory, &o, Ok(json!({})))));
+        assert_eq!(
+            outcome(
+                Step::AuthorizePayment,
+                &o,
+                Ok(json!({"authorization_id": "a-1"}))
+            ),
+            done(Some("a-1"))
+        );
+        assert!(is_retry(&outcome(Step::AuthorizePayment, &o, Ok(json!({})))));
+        assert_eq!(
+            outcome(Step::ReleaseInventory, &o, Ok(Value::Null)),
+            done(None)
+        );
+    }
+
+    #[test]
+    fn documented_refusals_become_readable_reasons() {
+        let o = order();
+        assert_eq!(
+            outcome(
+                Step::ValidateCustomer,
+                &o,
+                refused(404, "customer_not_found", json!({}))
+            ),
+            rejected("unknown_customer: c-42")
+        );
+        assert_eq!(
+            outcome(
+                Step::ReserveInventory,
+                &o,
+                refused(409, "out_of_stock", json!({"sku": "SKU-9"}))
+            ),
+            rejected("out_of_stock: SKU-9")
+        );
+        assert_eq!(
+            outcome(
+                Step::ReserveInventory,
+                &o,
+                refused(409, "out_of_stock", json!({}))
+            ),
+            rejected("out_of_stock")
+        );
+        assert_eq!(
+            outcome(
+                Step::AuthorizePayment,
+                &o,
+                refused(402, "card_expired", json!({}))
+            ),
+            rejected("card_expired")
+        );
+        // Undoing what is not there (any more) is done.
+        for step in [Step::ReleaseInventory, Step::VoidPayment] {
+            assert_eq!(
+                outcome(step, &o, refused(404, "x_not_found", json!({}))),
+                Outcome::Done { id: None }
+            );
+        }
+        let unavailable = Err(CallError::Unavailable {
+            error: "down".into(),
+            retry_after: Some(std::time::Duration::from_secs(3)),
+        });
+        assert_eq!(
+            outcome(Step::AuthorizePayment, &o, unavailable),
+            Outcome::Retry {
+                error: "down".into(),
+                after: Some(std::time::Duration::from_secs(3))
+            }
+        );
+    }
+
+    #[test]
+    fn every_forward_and_undo_step_documents_its_refusal() {
+        let statuses = |step| refusals(step).iter().map(|r| r.status).collect::<Vec<_>>();
+        assert_eq!(statuses(Step::ValidateCustomer), [404]);
+        assert_eq!(statuses(Step::ReserveInventory), [409]);
+        assert_eq!(statuses(Step::AuthorizePayment), [402]);
+        assert_eq!(statuses(Step::ReleaseInventory), [404]);
+        assert_eq!(statuses(Step::VoidPayment), [404]);
+        assert!(refusals(Step::ConfirmOrder).is_empty());
+        assert_eq!(
+            idempotency_key(&order(), Step::ReserveInventory),
+            "01a2214a-ebf5-76de-93e9-6da06fad7732:reserve_inventory"
+        );
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+}
