@@ -6,6 +6,9 @@ use order_service::{bench, db, outbox, saga, startup, telemetry, verify};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // One TLS provider in the process (aws-lc-rs, as for the AWS SDK and the participants):
+    // installed as the default too, so no client ever has to guess.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     // Kept to the end of main: dropping it flushes exported spans.
     let _telemetry = telemetry::init(&cli.log)?;

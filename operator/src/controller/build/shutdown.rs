@@ -4,9 +4,10 @@
 //! On deletion kubelet runs the preStop hook, then sends SIGTERM, then SIGKILL once the grace
 //! period is over. Endpoint removal runs in parallel with the hook: the endpointslice controller
 //! and every node's kube-proxy take a moment to stop sending new connections to the pod, so the
-//! hook waits first ([`PRE_STOP_SECONDS`]) while the pod still serves. Then the service drains
-//! in-flight requests for at most [`DRAIN_SECONDS`] (`ORDER_SERVICE_SHUTDOWN_TIMEOUT`), and the
-//! grace period covers both with a margin for the process to exit, so SIGKILL never cuts a drain.
+//! hook waits first ([`PRE_STOP_SECONDS`]) while the pod still serves. Then the service stops
+//! within [`DRAIN_SECONDS`] (`ORDER_SERVICE_SHUTDOWN_TIMEOUT`): in-flight requests drain while
+//! saga steps and relay batches finish, all concurrently inside that one bound. The grace period
+//! covers both with a margin for the process to exit, so SIGKILL never cuts a drain.
 
 use k8s_openapi::api::core::v1::{Lifecycle, LifecycleHandler, SleepAction};
 
@@ -14,7 +15,7 @@ use k8s_openapi::api::core::v1::{Lifecycle, LifecycleHandler, SleepAction};
 /// a few on a large one).
 pub const PRE_STOP_SECONDS: i64 = 5;
 
-/// The service's drain bound on SIGTERM.
+/// The service's whole stop on SIGTERM (requests, saga steps and relay batches at once).
 pub const DRAIN_SECONDS: i64 = 20;
 
 /// Left for the process to flush logs and exit after the drain.
