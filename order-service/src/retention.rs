@@ -89,7 +89,8 @@ impl Retention {
             })
             .await?,
         };
-        self.metrics.retention_deleted("outbox_events", deleted.outbox_events);
+        self.metrics
+            .retention_deleted("outbox_events", deleted.outbox_events);
         self.metrics
             .retention_deleted("idempotency_keys", deleted.idempotency_keys);
         self.metrics.retention_deleted("sagas", deleted.sagas);

@@ -188,7 +188,9 @@ impl Application {
             let stopping = stopping.clone();
             async move {
                 shutdown.await;
-                tracing::info!("shutdown requested: draining requests, saga steps and relay batches");
+                tracing::info!(
+                    "shutdown requested: draining requests, saga steps and relay batches"
+                );
                 stopping.cancel();
             }
         });
@@ -214,7 +216,9 @@ impl Application {
         match served {
             Ok(Ok(result)) => result.context("serving HTTP")?,
             Ok(Err(panic)) => anyhow::bail!("the HTTP server task failed: {panic}"),
-            Err(_) => tracing::warn!(timeout = ?self.shutdown_timeout, "in-flight requests did not finish in time; stopping anyway"),
+            Err(_) => {
+                tracing::warn!(timeout = ?self.shutdown_timeout, "in-flight requests did not finish in time; stopping anyway")
+            }
         }
         if stopped.is_err() {
             tracing::warn!(timeout = ?self.shutdown_timeout, "saga steps or relay batches did not finish in time; sagas resume after their lease and batches are sent again");

@@ -10,13 +10,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use anyhow::Context;
-use clap::Args;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use clap::Args;
 use uuid::Uuid;
 
 use crate::db::{self, DatabaseConfig};
 use crate::domain::OrderStatus;
-use crate::dynamodb::{CounterTotal, DynamoDbConfig, HistoryEntry, StatusCounterStore, StatusHistoryStore};
+use crate::dynamodb::{
+    CounterTotal, DynamoDbConfig, HistoryEntry, StatusCounterStore, StatusHistoryStore,
+};
 use crate::outbox::envelope::hour_bucket;
 use crate::outbox::sink::Sink;
 

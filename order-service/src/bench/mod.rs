@@ -17,12 +17,12 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::db::DatabaseConfig;
 use crate::db;
-use crate::domain::{IdempotencyKey, NewOrder, RequestFingerprint};
+use crate::db::DatabaseConfig;
+use crate::domain::{IdempotencyKey, Order, OrderStatus, RequestFingerprint};
 use crate::http::extract::from_json_value;
 use crate::http::orders::CreateOrderRequest;
-use crate::outbox::envelope::EventEnvelope;
+use crate::outbox::envelope::{EventEnvelope, EventType, ACTOR_API};
 use crate::outbox::sink::Sink;
 
 #[derive(Debug, Clone, Args)]
@@ -168,11 +168,17 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     if !config.sinks.0.is_empty() {
         relay_figures(&pool, started, config.drain_timeout).await?;
     }
-    let raw = sql_creates(&pool, &config).await?;
+    let (raw, raw_created) = sql_creates(&pool, &config).await?;
     raw.print();
+    let raw_status = sql_status_changes(&pool, &config, raw_created).await;
+    raw_status.print();
+    let floor = sql_floor(&pool, &config).await?;
+    floor.print();
     println!(
-        "ratio service/raw (create throughput): {:.2}",
-        create.rate() / raw.rate()
+        "ratio http/sql create {:.2}, http create/floor {:.2}, http/sql status {:.2}",
+        create.rate() / raw.rate(),
+        create.rate() / floor.rate(),
+        status.rate() / raw_status.rate()
     );
     pool.close().await;
     Ok(())
@@ -277,6 +283,14 @@ async fn http_creates(
     .await
 }
 
+const LIFECYCLE: [&str; 4] = ["CONFIRMED", "PROCESSING", "SHIPPED", "DELIVERED"];
+const LIFECYCLE_STATUSES: [OrderStatus; 4] = [
+    OrderStatus::Confirmed,
+    OrderStatus::Processing,
+    OrderStatus::Shipped,
+    OrderStatus::Delivered,
+];
+
 /// Each client walks its own orders through the lifecycle, one transition per request.
 async fn http_status_changes(
     http: &reqwest::Client,
@@ -284,7 +298,6 @@ async fn http_status_changes(
     config: &BenchConfig,
     created: Vec<(usize, Uuid)>,
 ) -> PhaseResult {
-    const LIFECYCLE: [&str; 4] = ["CONFIRMED", "PROCESSING", "SHIPPED", "DELIVERED"];
     let mut per_client = vec![Vec::new(); config.clients];
     for (client, id) in created {
         per_client[client].push(id);
@@ -386,41 +399,150 @@ async fn relay_figures(
     Ok(())
 }
 
-/// The handler's create transaction, minus HTTP: claim the key, insert the order and its
-/// outbox event, commit.
-async fn sql_creates(pool: &sqlx::PgPool, config: &BenchConfig) -> anyhow::Result<PhaseResult> {
-    let orders: Vec<NewOrder> = (0..config.clients)
-        .map(|client| from_json_value::<CreateOrderRequest>(order_body(client, 0))?.parse())
-        .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("bench order is invalid: {e}"))?;
-    let orders = Arc::new(orders);
+/// The handler's create without HTTP: parse the body into the domain's order, build the
+/// stored order and its event, and write them with the one statement (`db::create`).
+async fn sql_creates(
+    pool: &sqlx::PgPool,
+    config: &BenchConfig,
+) -> anyhow::Result<(PhaseResult, Vec<(usize, Uuid)>)> {
     let sinks: Arc<[Sink]> = config.sinks.0.clone().into();
     let pool = pool.clone();
-    let (result, _) = phase::<_, _, ()>(
+    Ok(phase(
         "sql create",
         config.clients,
         config.duration,
         move |client, n| {
             let pool = pool.clone();
-            let orders = orders.clone();
             let sinks = sinks.clone();
             async move {
                 let body = order_body(client, n);
-                let key = IdempotencyKey::parse(&Uuid::new_v4().to_string())
-                    .map_err(anyhow::Error::msg)?;
                 let fingerprint = RequestFingerprint::of_json(&body);
-                let mut tx = pool.begin().await?;
-                let id = Uuid::now_v7();
-                let ttl = Duration::from_secs(86_400);
-                anyhow::ensure!(db::idempotency::claim(&mut tx, &key, &fingerprint, id, ttl).await?);
-                let order = db::orders::insert(&mut tx, id, &orders[client]).await?;
-                let event = EventEnvelope::order_created(&order, None);
-                db::outbox::insert(&mut tx, &event, &sinks).await?;
-                tx.commit().await?;
+                let new = from_json_value::<CreateOrderRequest>(body)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let order = new.into_pending(Uuid::now_v7(), Uuid::now_v7(), chrono::Utc::now());
+                let id = order.id;
+                write_order(&pool, &order, &fingerprint, &sinks).await?;
+                Ok(Some((client, id)))
+            }
+        },
+    )
+    .await)
+}
+
+/// The floor: the same rows through the same prepared statement, with everything but the ids
+/// built before the phase, so what is left is PostgreSQL's work and one round trip.
+async fn sql_floor(pool: &sqlx::PgPool, config: &BenchConfig) -> anyhow::Result<PhaseResult> {
+    let orders: Vec<Order> = (0..config.clients)
+        .map(|client| {
+            let new = from_json_value::<CreateOrderRequest>(order_body(client, 0))?.parse()?;
+            Ok(new.into_pending(Uuid::nil(), Uuid::nil(), chrono::Utc::now()))
+        })
+        .collect::<Result<_, crate::http::error::ApiError>>()
+        .map_err(|e| anyhow::anyhow!("bench order is invalid: {e}"))?;
+    let fingerprint = RequestFingerprint::of_json(&order_body(0, 0));
+    let (orders, fingerprint) = (Arc::new(orders), Arc::new(fingerprint));
+    let sinks: Arc<[Sink]> = config.sinks.0.clone().into();
+    let pool = pool.clone();
+    let (result, _) = phase::<_, _, ()>(
+        "sql floor",
+        config.clients,
+        config.duration,
+        move |client, _| {
+            let (pool, orders, fingerprint, sinks) = (
+                pool.clone(),
+                orders.clone(),
+                fingerprint.clone(),
+                sinks.clone(),
+            );
+            async move {
+                let mut order = orders[client].clone();
+                order.id = Uuid::now_v7();
+                order.payment.id = Uuid::now_v7();
+                write_order(&pool, &order, &fingerprint, &sinks).await?;
                 Ok(None)
             }
         },
     )
     .await;
     Ok(result)
+}
+
+/// One create statement for `order` under a new key.
+async fn write_order(
+    pool: &sqlx::PgPool,
+    order: &Order,
+    fingerprint: &RequestFingerprint,
+    sinks: &[Sink],
+) -> anyhow::Result<()> {
+    let key = IdempotencyKey::parse(&Uuid::new_v4().to_string()).map_err(anyhow::Error::msg)?;
+    let event = EventEnvelope::order_created(order, None);
+    let record = db::create::NewOrderRecord {
+        key: &key,
+        fingerprint,
+        key_ttl: Duration::from_secs(86_400),
+        order,
+        event: &event,
+        sinks,
+        saga: false,
+    };
+    let mut conn = pool.acquire().await?;
+    anyhow::ensure!(db::create::create(&mut conn, &record).await?.is_some());
+    Ok(())
+}
+
+/// The status statement without HTTP: each client walks its orders of the `sql create` phase
+/// through the lifecycle, one `db::status_change` per step.
+async fn sql_status_changes(
+    pool: &sqlx::PgPool,
+    config: &BenchConfig,
+    created: Vec<(usize, Uuid)>,
+) -> PhaseResult {
+    let mut per_client = vec![Vec::new(); config.clients];
+    for (client, id) in created {
+        per_client[client].push(id);
+    }
+    let per_client = Arc::new(per_client);
+    let sinks: Arc<[Sink]> = config.sinks.0.clone().into();
+    let pool = pool.clone();
+    let (result, _) = phase::<_, _, ()>(
+        "sql status",
+        config.clients,
+        config.duration,
+        move |client, n| {
+            let orders = per_client.clone();
+            let (pool, sinks) = (pool.clone(), sinks.clone());
+            async move {
+                let orders = &orders[client];
+                let at = (n / LIFECYCLE.len() as u64) as usize;
+                let id = *orders.get(at).context("no orders left to move")?;
+                let step = (n % LIFECYCLE.len() as u64) as usize;
+                let to = LIFECYCLE_STATUSES[step];
+                let change = db::status_change::StatusChange {
+                    id,
+                    to,
+                    reason: Some("bench"),
+                    versions: Some(vec![step as i64 + 1]),
+                    from: OrderStatus::ALL
+                        .into_iter()
+                        .filter(|from| from.allowed_next().contains(&to))
+                        .collect(),
+                    not_during_saga: to == OrderStatus::Confirmed,
+                    event_id: Uuid::now_v7(),
+                    event_type: EventType::for_status(to),
+                    actor: ACTOR_API,
+                    request_id: None,
+                    sinks: &sinks,
+                };
+                let mut conn = pool.acquire().await?;
+                match db::status_change::change(&mut conn, &change).await? {
+                    db::status_change::Outcome::Changed { .. } => Ok(None),
+                    _ => anyhow::bail!("order {id} did not move to {to}"),
+                }
+            }
+        },
+    )
+    .await;
+    result
 }

@@ -2,12 +2,14 @@
 //!
 //! Handlers own the transaction; these functions only run SQL and map rows to domain types.
 
+pub mod create;
 pub mod idempotency;
 pub mod orders;
 pub mod outbox;
 pub mod retention;
 pub mod sagas;
 pub mod schema;
+pub mod status_change;
 
 use std::str::FromStr;
 use std::time::Duration;

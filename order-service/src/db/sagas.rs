@@ -210,7 +210,10 @@ pub async fn record(
     Ok(result.rows_affected() == 1)
 }
 
-pub async fn get(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<SagaStatus>, sqlx::Error> {
+pub async fn get(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+) -> Result<Option<SagaStatus>, sqlx::Error> {
     let row: Option<Record> =
         sqlx::query_as(&format!("SELECT {COLUMNS} FROM sagas WHERE order_id = $1"))
             .bind(order_id)

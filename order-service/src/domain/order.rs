@@ -178,6 +178,51 @@ impl NewOrder {
     }
 }
 
+impl NewOrder {
+    /// The order as it is stored on creation: PENDING at version 1, its lines with their totals,
+    /// a pending payment of the total. Built before it is written, so the order, its event and
+    /// the answer are the same value, and the create can be one statement.
+    pub fn into_pending(self, id: Uuid, payment_id: Uuid, at: DateTime<Utc>) -> Order {
+        let totals = self.totals;
+        let currency = self.currency.code().to_owned();
+        Order {
+            id,
+            customer_id: self.customer_id,
+            status: OrderStatus::Pending,
+            status_reason: None,
+            version: 1,
+            subtotal_minor: totals.subtotal_minor,
+            shipping_minor: totals.shipping_minor,
+            tax_minor: totals.tax_minor,
+            total_minor: totals.total_minor,
+            items: self
+                .items
+                .into_iter()
+                .map(|item| OrderItem {
+                    // Cannot overflow: the totals were computed with checked arithmetic.
+                    line_total_minor: i64::from(item.quantity) * item.unit_price_minor,
+                    sku: item.sku,
+                    name: item.name,
+                    quantity: item.quantity,
+                    unit_price_minor: item.unit_price_minor,
+                })
+                .collect(),
+            shipping_address: self.shipping_address,
+            billing_address: self.billing_address,
+            payment: Payment {
+                id: payment_id,
+                method: self.payment_method,
+                status: PaymentStatus::Pending,
+                amount_minor: totals.total_minor,
+                currency: currency.clone(),
+            },
+            currency,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
 /// A non-negative amount in minor units.
 pub fn non_negative(amount: i64) -> Result<i64, String> {
     if amount >= 0 {

@@ -159,6 +159,14 @@ impl IfMatch {
         }
     }
 
+    /// The versions it names; `None` when any version passes (`*`, or absent where optional).
+    pub fn versions(&self) -> Option<&[i64]> {
+        match self {
+            Self::Versions(versions) => Some(versions),
+            _ => None,
+        }
+    }
+
     pub fn require(&self) -> Result<(), ApiError> {
         match self {
             Self::Absent => Err(ApiError::IfMatchRequired),

@@ -85,7 +85,11 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
     checks.extend(sinks);
     for (name, check) in &checks {
         if check.status != "ok" {
-            tracing::warn!(check = name, detail = check.detail.as_deref().unwrap_or(""), "readiness check failed");
+            tracing::warn!(
+                check = name,
+                detail = check.detail.as_deref().unwrap_or(""),
+                "readiness check failed"
+            );
         }
     }
     let (status, label) = match (core_ok, sinks_ok) {

@@ -28,7 +28,7 @@ use crate::domain::{
     OrderStatus, OrderSummary, PaymentMethod, RequestFingerprint, CUSTOMER_ID_MAX, ITEM_NAME_MAX,
     MAX_ITEMS, SKU_MAX,
 };
-use crate::outbox::envelope::{EventEnvelope, ACTOR_API};
+use crate::outbox::envelope::{EventEnvelope, EventType, ACTOR_API};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 pub fn router() -> Router<AppState> {
@@ -250,30 +250,31 @@ pub(crate) async fn create_order(
     );
     let new_order = from_json_value::<CreateOrderRequest>(body)?.parse()?;
 
-    // A key deleted by the retention between a failed claim and the read below is claimed
-    // again; twice in a row would take a clean-up pass per attempt, so three tries suffice.
+    // A key deleted by the retention between a taken key and the read below is claimed again;
+    // twice in a row would take a clean-up pass per attempt, so three tries suffice.
     for _ in 0..3 {
-        let order_id = Uuid::now_v7();
-        let mut tx = state.pool.begin().await?;
-        let ttl = state.idempotency_key_ttl;
-        if db::idempotency::claim(&mut tx, &key, &fingerprint, order_id, ttl).await? {
-            let order = db::orders::insert(&mut tx, order_id, &new_order).await?;
-            let event = EventEnvelope::order_created(&order, request_id.clone())
-                .with_traceparent(traceparent.clone());
-            db::outbox::insert(&mut tx, &event, &state.sinks).await?;
-            let saga = match state.saga {
-                Some(_) => Some(
-                    db::sagas::insert(&mut tx, order.id, traceparent.as_deref())
-                        .await?
-                        .into(),
-                ),
-                None => None,
-            };
-            tx.commit().await?;
+        let order = new_order
+            .clone()
+            .into_pending(Uuid::now_v7(), Uuid::now_v7(), now_micros());
+        let event = EventEnvelope::order_created(&order, request_id.clone())
+            .with_traceparent(traceparent.clone());
+        let record = db::create::NewOrderRecord {
+            key: &key,
+            fingerprint: &fingerprint,
+            key_ttl: state.idempotency_key_ttl,
+            order: &order,
+            event: &event,
+            sinks: &state.sinks,
+            saga: state.saga.is_some(),
+        };
+        let mut conn = state.pool.acquire().await?;
+        if let Some(saga) = db::create::create(&mut conn, &record).await? {
             tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order created");
             if let Some(wake) = &state.saga {
                 wake.notify_one();
             }
+            let saga =
+                saga.map(|s| SagaView::started(s.next_attempt_at, s.step_since, s.updated_at));
             return Ok(OrderResponse {
                 status: StatusCode::CREATED,
                 order,
@@ -282,10 +283,8 @@ pub(crate) async fn create_order(
             }
             .into_response());
         }
-        tx.rollback().await?;
 
         // The key was used before: replay the order it created, if this is the same request.
-        let mut conn = state.pool.acquire().await?;
         let Some(stored) = db::idempotency::find(&mut conn, &key).await? else {
             continue;
         };
@@ -309,6 +308,12 @@ pub(crate) async fn create_order(
     Err(ApiError::Internal(anyhow::anyhow!(
         "idempotency key kept vanishing between claim and read"
     )))
+}
+
+/// Now, at PostgreSQL's precision (microseconds), so the order returned is the order stored.
+fn now_micros() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
 }
 
 /// Get an order.
@@ -557,8 +562,9 @@ struct Change<'a> {
     request_id: Option<String>,
 }
 
-/// Locks the order, checks the precondition and the status machine, and writes the change
-/// with its event.
+/// Checks the precondition, the status machine and the saga under the row lock, and writes
+/// the change with its event: one statement (`db::status_change`). When nothing changed, the
+/// checks run again on what the statement found, in the order clients know (404, 412, 409).
 async fn transition(
     state: &AppState,
     if_match: &IfMatch,
@@ -570,31 +576,54 @@ async fn transition(
         reason,
         request_id,
     } = change;
-    let mut tx = state.pool.begin().await?;
-    let current = db::orders::lock(&mut tx, id)
-        .await?
-        .ok_or(ApiError::OrderNotFound(id))?;
-    if_match.check(current.version)?;
-    let next = current.status.transition(to)?;
-    // With a saga, confirmation is its outcome; cancelling is always the customer's right
-    // (the saga then undoes what it did).
-    if next == OrderStatus::Confirmed && db::sagas::is_active(&mut tx, id).await? {
-        return Err(ApiError::SagaInProgress(id));
+    let statement = db::status_change::StatusChange {
+        id,
+        to,
+        reason,
+        versions: if_match.versions().map(<[i64]>::to_vec),
+        from: OrderStatus::ALL
+            .into_iter()
+            .filter(|from| from.allowed_next().contains(&to))
+            .collect(),
+        // With a saga, confirmation is its outcome; cancelling is always the customer's right
+        // (the saga then undoes what it did).
+        not_during_saga: to == OrderStatus::Confirmed,
+        event_id: Uuid::now_v7(),
+        event_type: EventType::for_status(to),
+        actor: ACTOR_API,
+        request_id: request_id.as_deref(),
+        sinks: &state.sinks,
+    };
+    let mut conn = state.pool.acquire().await?;
+    match db::status_change::change(&mut conn, &statement).await? {
+        db::status_change::Outcome::NotFound => Err(ApiError::OrderNotFound(id)),
+        db::status_change::Outcome::Unchanged {
+            status,
+            version,
+            saga_active,
+        } => {
+            if_match.check(version)?;
+            status.transition(to)?;
+            if statement.not_during_saga && saga_active {
+                return Err(ApiError::SagaInProgress(id));
+            }
+            Err(ApiError::Internal(anyhow::anyhow!(
+                "status change of {id} to {to} refused by the database although every check passed"
+            )))
+        }
+        db::status_change::Outcome::Changed {
+            order,
+            previous,
+            saga,
+        } => {
+            tracing::info!(order_id = %id, from = %previous, to = %to, "order status changed");
+            Ok(OrderResponse {
+                status: StatusCode::OK,
+                order: *order,
+                replayed: false,
+                saga: saga.map(SagaView::from),
+            }
+            .into_response())
+        }
     }
-    db::orders::set_status(&mut tx, id, next, reason).await?;
-    let order = db::orders::get(&mut tx, id)
-        .await?
-        .ok_or(ApiError::OrderNotFound(id))?;
-    let event = EventEnvelope::status_changed(&order, current.status, ACTOR_API, request_id);
-    db::outbox::insert(&mut tx, &event, &state.sinks).await?;
-    let saga = db::sagas::get(&mut tx, id).await?.map(SagaView::from);
-    tx.commit().await?;
-    tracing::info!(order_id = %id, from = %current.status, to = %next, "order status changed");
-    Ok(OrderResponse {
-        status: StatusCode::OK,
-        order,
-        replayed: false,
-        saga,
-    }
-    .into_response())
 }

@@ -19,9 +19,9 @@ use super::openapi::{BadRequest, InternalError, NotFound, ServiceUnavailable};
 use super::AppState;
 use crate::db;
 use crate::domain::OrderStatus;
+use crate::dynamodb::DynamoDbProjection;
 use crate::dynamodb::{CounterTotal, HistoryEntry};
 use crate::outbox::envelope::hour_bucket;
-use crate::dynamodb::DynamoDbProjection;
 
 /// The longest range `/v1/stats/status` sums over.
 const MAX_STATS_RANGE_DAYS: i64 = 31;

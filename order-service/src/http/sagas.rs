@@ -26,6 +26,26 @@ pub struct SagaView {
     pub updated_at: DateTime<Utc>,
 }
 
+impl SagaView {
+    /// A saga just started by a create (its first step next).
+    pub fn started(
+        next_attempt_at: DateTime<Utc>,
+        step_since: DateTime<Utc>,
+        updated_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            state: SagaState::Running,
+            step: Step::ValidateCustomer,
+            attempts: 0,
+            next_attempt_at,
+            step_since,
+            last_error: None,
+            cancel_reason: None,
+            updated_at,
+        }
+    }
+}
+
 impl From<SagaStatus> for SagaView {
     fn from(saga: SagaStatus) -> Self {
         Self {

@@ -65,7 +65,9 @@ pub async fn run(command: OutboxCommand) -> anyhow::Result<()> {
         } => {
             let mut conn = connect(&database).await?;
             let count = db::outbox::drop_parked(&mut conn, event_id).await?;
-            println!("{count} parked deliveries dropped; their events go with the outbox retention");
+            println!(
+                "{count} parked deliveries dropped; their events go with the outbox retention"
+            );
         }
     }
     Ok(())

@@ -51,6 +51,15 @@ impl EventType {
     pub fn parse(value: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == value)
     }
+
+    /// The event of a change to `status`: confirmations and cancellations have their own.
+    pub fn for_status(status: OrderStatus) -> Self {
+        match status {
+            OrderStatus::Cancelled => Self::OrderCancelled,
+            OrderStatus::Confirmed => Self::OrderConfirmed,
+            _ => Self::OrderStatusChanged,
+        }
+    }
 }
 
 impl fmt::Display for EventType {
@@ -138,11 +147,7 @@ impl EventEnvelope {
         actor: &str,
         request_id: Option<String>,
     ) -> Self {
-        let event_type = match order.status {
-            OrderStatus::Cancelled => EventType::OrderCancelled,
-            OrderStatus::Confirmed => EventType::OrderConfirmed,
-            _ => EventType::OrderStatusChanged,
-        };
+        let event_type = EventType::for_status(order.status);
         Self {
             event_id: Uuid::now_v7(),
             event_type,

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::db::DatabaseConfig;
 use crate::db;
+use crate::db::DatabaseConfig;
 
 #[derive(Debug, Clone, Args)]
 pub struct SagasArgs {

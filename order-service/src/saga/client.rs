@@ -12,8 +12,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::breaker::{Breaker, BreakerState, Permit};
-use crate::telemetry::error_chain;
 use crate::metrics::Metrics;
+use crate::telemetry::error_chain;
 
 /// How calls to one participant behave.
 #[derive(Debug, Clone)]

@@ -44,7 +44,11 @@ pub struct SagaConfig {
     pub payment_url: Option<Url>,
     /// PEM file of the CAs that sign the participants' https certificates; when set, only these
     /// are trusted (else the system's roots).
-    #[arg(long, env = "ORDER_SERVICE_PARTICIPANT_CA_FILE", conflicts_with = "participant_ca_pem")]
+    #[arg(
+        long,
+        env = "ORDER_SERVICE_PARTICIPANT_CA_FILE",
+        conflicts_with = "participant_ca_pem"
+    )]
     pub participant_ca_file: Option<std::path::PathBuf>,
     /// The same bundle as PEM text (the OrderPlatform's `participants.caConfigMapRef` sets it).
     #[arg(long, env = "ORDER_SERVICE_PARTICIPANT_CA_PEM", hide_env_values = true)]
@@ -117,13 +121,17 @@ fn parse_base_url(value: &str) -> Result<Url, String> {
 impl SagaConfig {
     /// Which CAs https participants must be signed by.
     fn trust(&self) -> anyhow::Result<tls::Trust> {
-        Ok(match (&self.participant_ca_file, &self.participant_ca_pem) {
-            (Some(path), _) => tls::Trust::Bundle(std::fs::read_to_string(path).with_context(
-                || format!("reading the participant CA bundle {}", path.display()),
-            )?),
-            (None, Some(pem)) => tls::Trust::Bundle(pem.clone()),
-            (None, None) => tls::Trust::System,
-        })
+        Ok(
+            match (&self.participant_ca_file, &self.participant_ca_pem) {
+                (Some(path), _) => {
+                    tls::Trust::Bundle(std::fs::read_to_string(path).with_context(|| {
+                        format!("reading the participant CA bundle {}", path.display())
+                    })?)
+                }
+                (None, Some(pem)) => tls::Trust::Bundle(pem.clone()),
+                (None, None) => tls::Trust::System,
+            },
+        )
     }
 
     /// The participants, when all three are configured; an error when only some are.

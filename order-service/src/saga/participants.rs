@@ -271,7 +271,11 @@ mod tests {
             ),
             done(Some("r-1"))
         );
-        assert!(is_retry(&outcome(Step::ReserveInventory, &o, Ok(json!({})))));
+        assert!(is_retry(&outcome(
+            Step::ReserveInventory,
+            &o,
+            Ok(json!({}))
+        )));
         assert_eq!(
             outcome(
                 Step::AuthorizePayment,
@@ -280,7 +284,11 @@ mod tests {
             ),
             done(Some("a-1"))
         );
-        assert!(is_retry(&outcome(Step::AuthorizePayment, &o, Ok(json!({})))));
+        assert!(is_retry(&outcome(
+            Step::AuthorizePayment,
+            &o,
+            Ok(json!({}))
+        )));
         assert_eq!(
             outcome(Step::ReleaseInventory, &o, Ok(Value::Null)),
             done(None)

@@ -24,9 +24,10 @@ pub fn client_config(trust: &Trust) -> anyhow::Result<ClientConfig> {
     let mut roots = RootCertStore::empty();
     match trust {
         Trust::Bundle(pem) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .context("the participant CA bundle is not valid PEM")?;
+            let certs: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .context("the participant CA bundle is not valid PEM")?;
             anyhow::ensure!(
                 !certs.is_empty(),
                 "the participant CA bundle holds no certificate"

@@ -165,9 +165,7 @@ impl SagaRunner {
                 }
                 // A forward step of an order cancelled meanwhile is not started: what was done
                 // is undone instead (the order is already CANCELLED, with the caller's reason).
-                _ if !step.is_compensation()
-                    && !self.still_pending(saga.order_id).await? =>
-                {
+                _ if !step.is_compensation() && !self.still_pending(saga.order_id).await? => {
                     Outcome::Rejected {
                         reason: "order_cancelled".into(),
                     }

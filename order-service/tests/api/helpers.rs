@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use order_service::config::{Cli, Command};
-use order_service::startup::ServeConfig;
 use order_service::outbox::Relay;
+use order_service::startup::ServeConfig;
 use order_service::startup::{self, Application};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};

@@ -167,9 +167,11 @@ async fn requests_saga_steps_and_relay_stop_within_one_shutdown_bound_not_one_ea
     .await;
     let order = app.create_order(&sample_order()).await;
     let id = order["id"].as_str().unwrap().to_owned();
-    wait_until(Duration::from_secs(10), "the saga's customer call", || async {
-        participants.world.customer.calls() > 0
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the saga's customer call",
+        || async { participants.world.customer.calls() > 0 },
+    )
     .await;
     // And a request that will not finish within the bound either.
     let mut holder = sqlx::PgConnection::connect_with(&app.config.database.database_url)
@@ -194,6 +196,9 @@ async fn requests_saga_steps_and_relay_stop_within_one_shutdown_bound_not_one_ea
     // One bound for everything: the drain and the saga's stop run at the same time. One after
     // the other they would take two bounds.
     assert!(took >= bound - Duration::from_millis(100), "{took:?}");
-    assert!(took < bound * 3 / 2, "stopping took {took:?}, more than one bound");
+    assert!(
+        took < bound * 3 / 2,
+        "stopping took {took:?}, more than one bound"
+    );
     tx.rollback().await.unwrap();
 }

@@ -78,7 +78,8 @@ async fn tls_front(pki: &Pki, upstream: std::net::SocketAddr) -> u16 {
 
 /// The fakes' flags with https URLs on `port` and `ca_pem` as the only trusted CA.
 fn https_args(participants: &Participants, port: u16, ca_pem: &str) -> Vec<String> {
-    let ca_file = std::env::temp_dir().join(format!("participants-ca-{}.pem", uuid::Uuid::new_v4()));
+    let ca_file =
+        std::env::temp_dir().join(format!("participants-ca-{}.pem", uuid::Uuid::new_v4()));
     std::fs::write(&ca_file, ca_pem).expect("write CA");
     let base = format!("https://localhost:{port}/");
     let mut args = participants.args();
@@ -135,12 +136,16 @@ async fn a_certificate_from_another_ca_is_refused_and_the_order_waits() {
         .as_str()
         .expect("id")
         .to_owned();
-    wait_until(Duration::from_secs(20), "the saga to say why it waits", || async {
-        let order = app.order_json(&id).await;
-        order["saga"]["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("customer: unreachable"))
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the saga to say why it waits",
+        || async {
+            let order = app.order_json(&id).await;
+            order["saga"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("customer: unreachable"))
+        },
+    )
     .await;
     let order = app.order_json(&id).await;
     assert_eq!(order["status"], "PENDING", "not cancelled: {order}");
@@ -152,5 +157,9 @@ async fn a_certificate_from_another_ca_is_refused_and_the_order_waits() {
             .contains("certificate"),
         "{order}"
     );
-    assert_eq!(participants.world.customer.calls(), 0, "no request got through");
+    assert_eq!(
+        participants.world.customer.calls(),
+        0,
+        "no request got through"
+    );
 }

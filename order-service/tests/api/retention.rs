@@ -80,7 +80,11 @@ async fn one_pass_deletes_every_expired_event_however_many_and_keeps_what_is_sti
         .expect("pass");
     assert_eq!(deleted.outbox_events, 25_005);
     assert_eq!(app.count("outbox_events").await, 9);
-    assert_eq!(app.count("outbox_deliveries").await, 18, "deleted with their events");
+    assert_eq!(
+        app.count("outbox_deliveries").await,
+        18,
+        "deleted with their events"
+    );
 }
 
 #[tokio::test]
@@ -244,8 +248,10 @@ async fn the_background_loop_deletes_without_being_driven() {
     .await;
     let created = app.advance(&sample_order(), &[]).await;
     assert!(!created.is_empty());
-    wait_until(Duration::from_secs(20), "the key to expire and go", || async {
-        app.count("idempotency_keys").await == 0
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the key to expire and go",
+        || async { app.count("idempotency_keys").await == 0 },
+    )
     .await;
 }

@@ -193,3 +193,60 @@ async fn cancel_checks_if_match_when_given() {
     let body = problem(response, StatusCode::PRECONDITION_FAILED).await;
     assert_eq!(problem_type(&body), "version-mismatch");
 }
+
+#[tokio::test]
+async fn of_twenty_racing_changes_one_wins_with_exactly_one_event() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        sinks: Some(crate::helpers::Sinks::fresh()),
+        ..crate::helpers::Options::default()
+    })
+    .await;
+    let order = app.create_order(&sample_order()).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    // Ten confirmations and ten cancellations (five without If-Match), all against version 1.
+    let mut racing = Vec::new();
+    for n in 0..20 {
+        let (app, id) = (&app, id.clone());
+        racing.push(async move {
+            if n % 2 == 0 {
+                app.change_status(&id, Some("\"1\""), &json!({"status": "CONFIRMED"}))
+                    .await
+                    .status()
+            } else {
+                let mut request = app
+                    .client
+                    .post(app.url(&format!("/v1/orders/{id}/cancel")))
+                    .json(&json!({"reason": "race"}));
+                if n % 4 == 1 {
+                    request = request.header("if-match", "\"1\"");
+                }
+                request.send().await.expect("cancel").status()
+            }
+        });
+    }
+    let statuses = futures::future::join_all(racing).await;
+    let won = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    // A cancel without If-Match may follow a confirmation (CONFIRMED → CANCELLED is allowed):
+    // at most two changes, each answered 200, every other request 412 or 409.
+    assert!((1..=2).contains(&won), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [
+            StatusCode::OK,
+            StatusCode::PRECONDITION_FAILED,
+            StatusCode::CONFLICT
+        ]
+        .contains(s)),
+        "{statuses:?}"
+    );
+    let stored = app.order_json(&id).await;
+    assert_eq!(stored["version"], 1 + won as i64, "one version per change");
+    let events: Vec<i64> = sqlx::query_scalar(
+        "SELECT order_version FROM outbox_events WHERE order_id = $1::uuid ORDER BY order_version",
+    )
+    .bind(&id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let expected: Vec<i64> = (1..=1 + won as i64).collect();
+    assert_eq!(events, expected, "exactly one event per applied change");
+}

@@ -6,7 +6,8 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     ConfigMapEnvSource, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Volume, VolumeMount,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -53,7 +54,12 @@ fn default_resources() -> ResourceRequirements {
 /// The https participants' CA bundle, from its ConfigMap key (only the service calls them; the
 /// migration Job does not need it).
 fn participant_ca_env(platform: &OrderPlatform) -> Option<EnvVar> {
-    let reference = platform.spec.participants.as_ref()?.ca_config_map_ref.as_ref()?;
+    let reference = platform
+        .spec
+        .participants
+        .as_ref()?
+        .ca_config_map_ref
+        .as_ref()?;
     Some(EnvVar {
         name: "ORDER_SERVICE_PARTICIPANT_CA_PEM".into(),
         value_from: Some(EnvVarSource {
@@ -216,7 +222,13 @@ mod tests {
     #[test]
     fn the_participants_ca_bundle_comes_from_its_config_map_key() {
         let env_of = |platform: &OrderPlatform| {
-            deployment(platform).spec.unwrap().template.spec.unwrap().containers[0]
+            deployment(platform)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .containers[0]
                 .env
                 .clone()
                 .unwrap_or_default()
@@ -238,7 +250,10 @@ mod tests {
         );
         let var = ca(&env_of(&platform)).expect("the CA variable");
         let selector = var.value_from.unwrap().config_map_key_ref.unwrap();
-        assert_eq!((selector.name.as_str(), selector.key.as_str()), ("shop-ca", "ca.crt"));
+        assert_eq!(
+            (selector.name.as_str(), selector.key.as_str()),
+            ("shop-ca", "ca.crt")
+        );
     }
 
     #[test]
