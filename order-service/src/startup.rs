@@ -72,7 +72,7 @@ impl Application {
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
         let database = &config.database;
         let pool = db::pool(
-            database.database_url.clone(),
+            api_connect_options(&database.database_url, config.request_timeout),
             database.db_max_connections,
             database.db_acquire_timeout,
         );
@@ -228,6 +228,20 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The API pool's connection settings: PostgreSQL cancels any statement running longer than
+/// nine tenths of the request timeout. A create or status change is one statement in its own
+/// implicit transaction, so a request that times out has its statement cancelled (nothing
+/// applied, `timeout` problem) rather than committed after the client was told it failed.
+pub fn api_connect_options(
+    options: &sqlx::postgres::PgConnectOptions,
+    request_timeout: Duration,
+) -> sqlx::postgres::PgConnectOptions {
+    let bound = (request_timeout * 9 / 10).max(Duration::from_millis(1));
+    options
+        .clone()
+        .options([("statement_timeout", format!("{}ms", bound.as_millis()))])
 }
 
 /// Resolves on SIGTERM or SIGINT.

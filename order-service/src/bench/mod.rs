@@ -22,7 +22,7 @@ use crate::db::DatabaseConfig;
 use crate::domain::{IdempotencyKey, Order, OrderStatus, RequestFingerprint};
 use crate::http::extract::from_json_value;
 use crate::http::orders::CreateOrderRequest;
-use crate::outbox::envelope::{EventEnvelope, EventType, ACTOR_API};
+use crate::outbox::envelope::{EventEnvelope, ACTOR_API};
 use crate::outbox::sink::Sink;
 
 #[derive(Debug, Clone, Args)]
@@ -291,6 +291,15 @@ const LIFECYCLE_STATUSES: [OrderStatus; 4] = [
     OrderStatus::Delivered,
 ];
 
+/// The created orders of each client.
+fn by_client(created: Vec<(usize, Uuid)>, clients: usize) -> Vec<Vec<Uuid>> {
+    let mut per_client = vec![Vec::new(); clients];
+    for (client, id) in created {
+        per_client[client].push(id);
+    }
+    per_client
+}
+
 /// Each client walks its own orders through the lifecycle, one transition per request.
 async fn http_status_changes(
     http: &reqwest::Client,
@@ -298,11 +307,7 @@ async fn http_status_changes(
     config: &BenchConfig,
     created: Vec<(usize, Uuid)>,
 ) -> PhaseResult {
-    let mut per_client = vec![Vec::new(); config.clients];
-    for (client, id) in created {
-        per_client[client].push(id);
-    }
-    let per_client = Arc::new(per_client);
+    let per_client = Arc::new(by_client(created, config.clients));
     let http = http.clone();
     let base = base.to_owned();
     let (result, _) = phase::<_, _, ()>(
@@ -499,11 +504,7 @@ async fn sql_status_changes(
     config: &BenchConfig,
     created: Vec<(usize, Uuid)>,
 ) -> PhaseResult {
-    let mut per_client = vec![Vec::new(); config.clients];
-    for (client, id) in created {
-        per_client[client].push(id);
-    }
-    let per_client = Arc::new(per_client);
+    let per_client = Arc::new(by_client(created, config.clients));
     let sinks: Arc<[Sink]> = config.sinks.0.clone().into();
     let pool = pool.clone();
     let (result, _) = phase::<_, _, ()>(
@@ -520,20 +521,9 @@ async fn sql_status_changes(
                 let step = (n % LIFECYCLE.len() as u64) as usize;
                 let to = LIFECYCLE_STATUSES[step];
                 let change = db::status_change::StatusChange {
-                    id,
-                    to,
                     reason: Some("bench"),
                     versions: Some(vec![step as i64 + 1]),
-                    from: OrderStatus::ALL
-                        .into_iter()
-                        .filter(|from| from.allowed_next().contains(&to))
-                        .collect(),
-                    not_during_saga: to == OrderStatus::Confirmed,
-                    event_id: Uuid::now_v7(),
-                    event_type: EventType::for_status(to),
-                    actor: ACTOR_API,
-                    request_id: None,
-                    sinks: &sinks,
+                    ..db::status_change::StatusChange::new(id, to, ACTOR_API, &sinks)
                 };
                 let mut conn = pool.acquire().await?;
                 match db::status_change::change(&mut conn, &change).await? {

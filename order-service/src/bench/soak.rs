@@ -47,13 +47,8 @@ pub async fn run(config: &BenchConfig, http: reqwest::Client, base: &str) -> any
         config.duration, config.report_every
     );
     println!(
-        "{:>6} {:>9} {:>6} {:>8} {:>8}  {}",
-        "minute",
-        "creates/s",
-        "errors",
-        "p50_ms",
-        "p99_ms",
-        "rows (MiB): outbox_events outbox_deliveries idempotency_keys sagas"
+        "{:>6} {:>9} {:>6} {:>8} {:>8}  rows (MiB): outbox_events outbox_deliveries idempotency_keys sagas",
+        "minute", "creates/s", "errors", "p50_ms", "p99_ms"
     );
     let interval = Arc::new(Mutex::new(Interval::new()));
     let sent = Arc::new(AtomicU64::new(0));

@@ -43,6 +43,13 @@ pub struct CreatedSaga {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The saga columns of the create's one row (NULL without a saga).
+type SagaColumns = (
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+);
+
 /// `Ok(None)`: the key is taken (replay or refuse: `db::idempotency::find`). `Ok(Some(saga))`:
 /// created, with its saga when one was started.
 pub async fn create(
@@ -59,11 +66,7 @@ pub async fn create(
     let payload =
         serde_json::to_value(&event.payload).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let sinks: Vec<&str> = record.sinks.iter().map(|s| s.as_str()).collect();
-    let row: Option<(
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-    )> = sqlx::query_as(
+    let row: Option<SagaColumns> = sqlx::query_as(
         "WITH key AS (
                  INSERT INTO idempotency_keys (key, request_hash, order_id) VALUES ($1, $2, $4)
                  ON CONFLICT (key) DO UPDATE

@@ -38,6 +38,27 @@ pub struct StatusChange<'a> {
     pub sinks: &'a [Sink],
 }
 
+impl<'a> StatusChange<'a> {
+    /// A change to `to` with the status machine's and the saga's checks, and its event.
+    pub fn new(id: Uuid, to: OrderStatus, actor: &'a str, sinks: &'a [Sink]) -> Self {
+        Self {
+            id,
+            to,
+            reason: None,
+            versions: None,
+            from: to.allowed_from(),
+            // With a saga, confirmation is its outcome; cancelling is always the customer's
+            // right (the saga then undoes what it did).
+            not_during_saga: to == OrderStatus::Confirmed,
+            event_id: Uuid::now_v7(),
+            event_type: EventType::for_status(to),
+            actor,
+            request_id: None,
+            sinks,
+        }
+    }
+}
+
 /// What the statement did.
 pub enum Outcome {
     NotFound,

@@ -66,6 +66,14 @@ impl OrderStatus {
         }
     }
 
+    /// The statuses an order may be in to move to `self`.
+    pub fn allowed_from(self) -> Vec<OrderStatus> {
+        Self::ALL
+            .into_iter()
+            .filter(|from| from.allowed_next().contains(&self))
+            .collect()
+    }
+
     /// Checks a transition: `Ok(to)` when allowed, otherwise the refusal with the allowed states.
     pub fn transition(self, to: OrderStatus) -> Result<OrderStatus, InvalidTransition> {
         if self.allowed_next().contains(&to) {
@@ -98,6 +106,23 @@ impl fmt::Display for OrderStatus {
 #[cfg(test)]
 mod tests {
     use super::OrderStatus::{self, *};
+
+    #[test]
+    fn allowed_from_is_the_inverse_of_allowed_next() {
+        assert_eq!(Cancelled.allowed_from(), [Pending, Confirmed, Processing]);
+        assert_eq!(Confirmed.allowed_from(), [Pending]);
+        assert_eq!(Delivered.allowed_from(), [Shipped]);
+        assert!(Pending.allowed_from().is_empty());
+        for to in OrderStatus::ALL {
+            for from in OrderStatus::ALL {
+                assert_eq!(
+                    to.allowed_from().contains(&from),
+                    from.transition(to).is_ok(),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+    }
 
     /// The whole table, written out once more by hand so a change to the machine shows here.
     const ALLOWED: &[(OrderStatus, OrderStatus)] = &[

@@ -55,7 +55,9 @@ pub enum ApiError {
     IfMatchRequired,
     #[error("order {0} is being confirmed by its fulfilment saga; it can be cancelled, not confirmed by hand")]
     SagaInProgress(Uuid),
-    #[error("the request took longer than {0:?}")]
+    /// The request outlived `--request-timeout` (the bound), or its statement was cancelled by
+    /// PostgreSQL's `statement_timeout`, which the service sets just below it (`ZERO`).
+    #[error("the request took longer than {}", bound(.0))]
     Timeout(std::time::Duration),
     #[error("the status history and statistics are not reachable right now; try again shortly")]
     ProjectionUnavailable(#[source] anyhow::Error),
@@ -67,8 +69,27 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
+/// How a timeout's bound reads in its problem.
+fn bound(limit: &std::time::Duration) -> String {
+    if limit.is_zero() {
+        "its time bound".into()
+    } else {
+        format!("{limit:?}")
+    }
+}
+
+/// PostgreSQL's `query_canceled`: the statement ran into `statement_timeout`.
+const QUERY_CANCELED: &str = "57014";
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        if error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| code == QUERY_CANCELED)
+        {
+            return Self::Timeout(std::time::Duration::ZERO);
+        }
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 Self::DatabaseUnavailable(error)

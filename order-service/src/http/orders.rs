@@ -28,7 +28,7 @@ use crate::domain::{
     OrderStatus, OrderSummary, PaymentMethod, RequestFingerprint, CUSTOMER_ID_MAX, ITEM_NAME_MAX,
     MAX_ITEMS, SKU_MAX,
 };
-use crate::outbox::envelope::{EventEnvelope, EventType, ACTOR_API};
+use crate::outbox::envelope::{EventEnvelope, ACTOR_API};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 pub fn router() -> Router<AppState> {
@@ -577,22 +577,10 @@ async fn transition(
         request_id,
     } = change;
     let statement = db::status_change::StatusChange {
-        id,
-        to,
         reason,
         versions: if_match.versions().map(<[i64]>::to_vec),
-        from: OrderStatus::ALL
-            .into_iter()
-            .filter(|from| from.allowed_next().contains(&to))
-            .collect(),
-        // With a saga, confirmation is its outcome; cancelling is always the customer's right
-        // (the saga then undoes what it did).
-        not_during_saga: to == OrderStatus::Confirmed,
-        event_id: Uuid::now_v7(),
-        event_type: EventType::for_status(to),
-        actor: ACTOR_API,
         request_id: request_id.as_deref(),
-        sinks: &state.sinks,
+        ..db::status_change::StatusChange::new(id, to, ACTOR_API, &state.sinks)
     };
     let mut conn = state.pool.acquire().await?;
     match db::status_change::change(&mut conn, &statement).await? {

@@ -190,7 +190,9 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
     let db = fresh_database().await;
-    let pool = order_service::db::pool(db.clone(), 8, Duration::from_secs(5));
+    // As `serve` makes it: statements bounded just below the request timeout.
+    let connect = startup::api_connect_options(&db, options.request_timeout);
+    let pool = order_service::db::pool(connect, 8, Duration::from_secs(5));
     if options.migrate {
         startup::migrate(&pool)
             .await

@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::Connection;
 
 use crate::helpers::{
     problem, problem_type, sample_order, spawn_app_with, wait_until, Options, TestApp,
@@ -19,6 +18,26 @@ async fn lock_order(app: &TestApp, id: &str) -> sqlx::Transaction<'static, sqlx:
         .await
         .expect("test fixture");
     tx
+}
+
+/// A confirmation of the order stuck behind its row lock, held from a connection outside the
+/// app's pool (which shutdown closes) until the returned connection is dropped.
+async fn confirm_stuck_behind_a_lock(app: &TestApp, id: &str) -> sqlx::PgConnection {
+    use sqlx::{Connection, Executor};
+
+    let mut holder = sqlx::PgConnection::connect_with(&app.config.database.database_url)
+        .await
+        .expect("test fixture");
+    holder.execute("BEGIN").await.expect("test fixture");
+    sqlx::query("SELECT 1 FROM orders WHERE id = $1::uuid FOR UPDATE")
+        .bind(id)
+        .execute(&mut holder)
+        .await
+        .expect("test fixture");
+    // The request goes on in its task; it ends when the server stops.
+    drop(spawn_confirm(app, id));
+    wait_for_blocked_request(app).await;
+    holder
 }
 
 /// Sends `CONFIRMED` for the order in the background (it blocks while the row is locked).
@@ -93,19 +112,7 @@ async fn shutdown_gives_up_on_requests_that_outlive_the_drain_bound() {
     .await;
     let order = app.create_order(&sample_order()).await;
     let id = order["id"].as_str().unwrap().to_owned();
-    // Hold the lock from a separate connection, outside the app's pool that shutdown closes.
-    let mut holder = sqlx::PgConnection::connect_with(&app.config.database.database_url)
-        .await
-        .unwrap();
-    let mut tx = holder.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM orders WHERE id = $1::uuid FOR UPDATE")
-        .bind(&id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-
-    let _stuck = spawn_confirm(&app, &id);
-    wait_for_blocked_request(&app).await;
+    let holder = confirm_stuck_behind_a_lock(&app, &id).await;
 
     let started = Instant::now();
     app.signal_shutdown();
@@ -117,7 +124,7 @@ async fn shutdown_gives_up_on_requests_that_outlive_the_drain_bound() {
         started.elapsed() >= Duration::from_millis(400),
         "waited for the drain bound"
     );
-    tx.rollback().await.unwrap();
+    drop(holder);
 }
 
 #[tokio::test]
@@ -174,17 +181,7 @@ async fn requests_saga_steps_and_relay_stop_within_one_shutdown_bound_not_one_ea
     )
     .await;
     // And a request that will not finish within the bound either.
-    let mut holder = sqlx::PgConnection::connect_with(&app.config.database.database_url)
-        .await
-        .unwrap();
-    let mut tx = holder.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM orders WHERE id = $1::uuid FOR UPDATE")
-        .bind(&id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    let _stuck = spawn_confirm(&app, &id);
-    wait_for_blocked_request(&app).await;
+    let holder = confirm_stuck_behind_a_lock(&app, &id).await;
 
     let started = Instant::now();
     app.signal_shutdown();
@@ -200,5 +197,5 @@ async fn requests_saga_steps_and_relay_stop_within_one_shutdown_bound_not_one_ea
         took < bound * 3 / 2,
         "stopping took {took:?}, more than one bound"
     );
-    tx.rollback().await.unwrap();
+    drop(holder);
 }

@@ -53,7 +53,7 @@ impl Endpoint {
 
     /// Records the call; `Err(answer)` is what the knobs force instead of the normal answer,
     /// `Ok(delay)` how long the normal answer waits.
-    fn record(&self, request: &Request) -> Result<Duration, ResponseTemplate> {
+    fn record(&self, request: &Request) -> Result<Duration, Box<ResponseTemplate>> {
         let header = |name: &str| {
             request
                 .headers
@@ -72,13 +72,15 @@ impl Endpoint {
             .push(header("traceparent"));
         let latency = *self.latency.lock().expect("lock");
         if let Some((status, body)) = self.answer_with.lock().expect("lock").clone() {
-            return Err(ResponseTemplate::new(status).set_body_string(body));
+            return Err(Box::new(
+                ResponseTemplate::new(status).set_body_string(body),
+            ));
         }
         if self.down.load(Ordering::SeqCst) {
-            return Err(ResponseTemplate::new(503));
+            return Err(Box::new(ResponseTemplate::new(503)));
         }
         if take(&self.fail_next) {
-            return Err(ResponseTemplate::new(500).set_delay(latency));
+            return Err(Box::new(ResponseTemplate::new(500).set_delay(latency)));
         }
         if take(&self.slow_next) {
             return Ok(*self.slow_by.lock().expect("lock"));
@@ -198,7 +200,7 @@ impl Respond for Fake {
         };
         let delay = match endpoint.record(request) {
             Ok(delay) => delay,
-            Err(answer) => return answer,
+            Err(answer) => return *answer,
         };
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         let key = request

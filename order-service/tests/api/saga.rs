@@ -46,6 +46,31 @@ async fn finished(app: &TestApp, id: &str) -> Value {
     app.order_json(id).await
 }
 
+/// Creates an order, cancels it through the API while its saga calls `endpoint`, and waits
+/// for the saga to finish: the order is CANCELLED with the customer's reason. Returns its id.
+async fn cancel_while_calling(app: &TestApp, endpoint: &crate::participants::Endpoint) -> String {
+    let id = app.create_order(&sample_order()).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_until(SAGA_TIMEOUT, "the participant call", || async {
+        endpoint.calls() > 0
+    })
+    .await;
+    let cancelled = app
+        .client
+        .post(app.url(&format!("/v1/orders/{id}/cancel")))
+        .json(&json!({"reason": "changed my mind"}))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let order = finished(app, &id).await;
+    assert_eq!(order["status"], "CANCELLED");
+    assert_eq!(order["status_reason"], "changed my mind");
+    id
+}
+
 /// The types of the outbox events of an order, in order.
 async fn event_types(app: &TestApp, id: &str) -> Vec<(String, Value)> {
     sqlx::query("SELECT event_type, payload FROM outbox_events WHERE order_id = $1::uuid ORDER BY order_version")
@@ -347,25 +372,7 @@ async fn cancelling_during_the_saga_undoes_what_it_did() {
     // Confirmation waits on a slow payment; the customer cancels meanwhile.
     *w.authorize.latency.lock().unwrap() = Duration::from_millis(250);
     let app = app_with(&participants).await;
-    let id = app.create_order(&sample_order()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    wait_until(SAGA_TIMEOUT, "the payment call", || async {
-        w.authorize.calls() > 0
-    })
-    .await;
-    let cancelled = app
-        .client
-        .post(app.url(&format!("/v1/orders/{id}/cancel")))
-        .json(&json!({"reason": "changed my mind"}))
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(cancelled.status(), StatusCode::OK);
-    let order = finished(&app, &id).await;
-    assert_eq!(order["status"], "CANCELLED");
-    assert_eq!(order["status_reason"], "changed my mind");
+    let id = cancel_while_calling(&app, &w.authorize).await;
     assert_eq!(w.void.keys_of(&id).len(), 1, "the authorization is voided");
     assert_eq!(
         w.release.keys_of(&id).len(),
@@ -839,25 +846,7 @@ async fn cancelling_before_the_payment_step_means_no_authorization_is_ever_made(
     // The reservation takes a while; the customer cancels during it.
     *w.reserve.latency.lock().unwrap() = Duration::from_millis(250);
     let app = app_with(&participants).await;
-    let id = app.create_order(&sample_order()).await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
-    wait_until(SAGA_TIMEOUT, "the reservation call", || async {
-        w.reserve.calls() > 0
-    })
-    .await;
-    let cancelled = app
-        .client
-        .post(app.url(&format!("/v1/orders/{id}/cancel")))
-        .json(&json!({"reason": "changed my mind"}))
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(cancelled.status(), StatusCode::OK);
-    let order = finished(&app, &id).await;
-    assert_eq!(order["status"], "CANCELLED");
-    assert_eq!(order["status_reason"], "changed my mind");
+    let id = cancel_while_calling(&app, &w.reserve).await;
     assert_eq!(w.authorize.calls(), 0, "the payment step never started");
     assert_eq!(w.void.calls(), 0);
     assert_eq!(
