@@ -217,12 +217,13 @@ impl IntoResponse for OrderResponse {
 ///
 /// Requires `Idempotency-Key`: a retry with the same key and body returns the original order
 /// (with `Idempotent-Replayed: true`) and creates nothing; the same key with another body is
-/// refused.
+/// refused. A key expires 24 hours after its first use (the service's
+/// `--idempotency-key-ttl`); used again after that, it creates a new order, as a first use would.
 #[utoipa::path(
     post, path = "/v1/orders", tag = "orders",
     request_body = CreateOrderRequest,
     params(("Idempotency-Key" = String, Header, pattern = r"^[!-~]{1,255}$",
-            description = "Client-chosen key, 1 to 255 visible ASCII characters")),
+            description = "Client-chosen key, 1 to 255 visible ASCII characters; it replays its order for 24 hours (the service's --idempotency-key-ttl)")),
     responses(
         (status = 201, description = "Created (or replayed)", body = OrderDetail, headers(
             ("Location" = String, description = "The order's URL"),
