@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod orders;
 pub mod projections;
+pub mod responses;
 pub mod sagas;
 
 use std::sync::Arc;

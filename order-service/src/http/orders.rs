@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::extract::{
     etag, from_json_value, ApiJson, ApiPath, ApiQuery, IdempotencyKeyHeader, IfMatch, RequestId,
 };
-use super::openapi::{
+use super::responses::{
     BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, PreconditionFailed,
     PreconditionRequired, ServiceUnavailable, UnprocessableContent, UnsupportedMediaType,
 };

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
-use super::openapi::{BadRequest, InternalError, NotFound, ServiceUnavailable};
+use super::responses::{BadRequest, InternalError, NotFound, ServiceUnavailable};
 use super::AppState;
 use crate::db;
 use crate::domain::OrderStatus;

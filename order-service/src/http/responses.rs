@@ -1,0 +1,94 @@
+//! The error responses the operations declare in the OpenAPI document (reusable
+//! `components/responses`): a problem+json body, with the problem types each may carry. Apart
+//! from `openapi.rs`, which lists the operations, so handlers and the document do not import
+//! each other.
+
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{Content, RefOr};
+use utoipa::ToResponse;
+
+/// An error response: a problem+json body, with the problem types it may carry.
+fn problem(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        "application/problem+json",
+        Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+            "Problem",
+        )))),
+    )
+}
+
+/// Declares a reusable error response (`components/responses/<name>`).
+macro_rules! problem_response {
+    ($name:ident, $description:expr) => {
+        problem_response!($name, $description, |response| response);
+    };
+    ($name:ident, $description:expr, $extend:expr) => {
+        #[doc = $description]
+        pub struct $name;
+
+        impl<'r> ToResponse<'r> for $name {
+            fn response() -> (&'r str, RefOr<Response>) {
+                let extend: fn(ResponseBuilder) -> ResponseBuilder = $extend;
+                (
+                    stringify!($name),
+                    extend(problem($description)).build().into(),
+                )
+            }
+        }
+    };
+}
+
+problem_response!(
+    BadRequest,
+    "The request is malformed: `invalid-path`, `invalid-query`, `invalid-header`, \
+     `malformed-json`, `idempotency-key-required`."
+);
+problem_response!(NotFound, "`order-not-found`: no order has this id.");
+problem_response!(
+    Conflict,
+    "`invalid-status-transition` (with `current_status` and `allowed_next`), or \
+     `saga-in-progress`: the order's fulfilment saga confirms it, not a hand-made change."
+);
+problem_response!(
+    PreconditionFailed,
+    "`version-mismatch`: If-Match names none of the order's current version (`current_version`)."
+);
+problem_response!(
+    PayloadTooLarge,
+    "`payload-too-large`: the body is over the service's limit."
+);
+problem_response!(
+    UnsupportedMediaType,
+    "`unsupported-media-type`: the body is not `application/json` (or `application/*+json`)."
+);
+problem_response!(
+    UnprocessableContent,
+    "`validation-failed` (with per-field `errors`), or `idempotency-key-reused`."
+);
+problem_response!(
+    PreconditionRequired,
+    "`if-match-required`: this change needs If-Match with the order's ETag."
+);
+problem_response!(
+    InternalError,
+    "`internal`: an unexpected failure; the body says nothing more, the log has the cause."
+);
+problem_response!(
+    ServiceUnavailable,
+    "`database-unavailable`, `timeout` (the request outlived the service's limit) or \
+     `projection-unavailable` (history and stats: DynamoDB not configured or not answering). \
+     Retry after `Retry-After` seconds.",
+    |response| response.header(
+        "Retry-After",
+        HeaderBuilder::new()
+            .schema(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+            )
+            .description(Some("Seconds to wait before retrying"))
+            .build(),
+    )
+);
