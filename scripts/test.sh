@@ -48,5 +48,10 @@ export ORDER_PLATFORM_IMAGES ORDER_PLATFORM_NODE_BIN
 ORDER_PLATFORM_SCHEMATHESIS=$("$ROOT/scripts/schemathesis.sh" path)
 export ORDER_PLATFORM_SCHEMATHESIS
 
+# The auth tests (order-service/tests/api/auth.rs) get their tokens from a real OpenID Connect
+# provider: Dex, built once from its Go module pinned in tools/dex.
+ORDER_PLATFORM_DEX=$("$ROOT/scripts/dex.sh" path)
+export ORDER_PLATFORM_DEX
+
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"
