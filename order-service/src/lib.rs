@@ -1,5 +1,6 @@
 //! The order service as a library: `main.rs` wires it, tests and the benchmark drive it.
 
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod db;

@@ -1,4 +1,5 @@
-//! Prometheus metrics of the service: HTTP, the database pool and the outbox.
+//! Prometheus metrics of the service: HTTP (and its rate limits), the database pool and the
+//! outbox.
 //!
 //! One `Registry` per application instance (no globals), so tests in one process each see
 //! their own counts. Gauges that describe stored state (pool, backlog) are set at scrape time.
@@ -81,6 +82,12 @@ pub struct SagaLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThrottleLabels {
+    /// `subject` (a token's) or `address` (no valid token).
+    pub caller: &'static str,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 type CallHistograms = Family<CallLabels, Histogram, fn() -> Histogram>;
 type SagaHistograms = Family<SagaLabels, Histogram, fn() -> Histogram>;
@@ -102,6 +109,7 @@ pub struct Metrics {
     breaker: Family<ParticipantLabels, Gauge>,
     steps: Family<StepLabels, Counter>,
     sagas: SagaHistograms,
+    throttled: Family<ThrottleLabels, Counter>,
 }
 
 impl Metrics {
@@ -216,6 +224,12 @@ impl Metrics {
             "Time from order creation to the saga's end, by outcome",
             sagas.clone(),
         );
+        let throttled = Family::<ThrottleLabels, Counter>::default();
+        registry.register(
+            "http_throttled_requests",
+            "Requests refused with 429 by the rate limits, by kind of caller key",
+            throttled.clone(),
+        );
         Self {
             registry,
             requests,
@@ -233,7 +247,14 @@ impl Metrics {
             breaker,
             steps,
             sagas,
+            throttled,
         }
+    }
+
+    pub fn throttled(&self, caller: &'static str) {
+        self.throttled
+            .get_or_create(&ThrottleLabels { caller })
+            .inc();
     }
 
     pub fn participant_call(

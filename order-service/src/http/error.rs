@@ -55,6 +55,12 @@ pub enum ApiError {
     IfMatchRequired,
     #[error("order {0} is being confirmed by its fulfilment saga; it can be cancelled, not confirmed by hand")]
     SagaInProgress(Uuid),
+    #[error("{0}")]
+    Unauthenticated(Unauthenticated),
+    #[error("the caller may not do this: {0}")]
+    Forbidden(&'static str),
+    #[error("too many requests from this caller; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
     /// The request outlived `--request-timeout` (the bound), or its statement was cancelled by
     /// PostgreSQL's `statement_timeout`, which the service sets just below it (`ZERO`).
     #[error("the request took longer than {}", bound(.0))]
@@ -67,6 +73,16 @@ pub enum ApiError {
     Database(#[source] sqlx::Error),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// Why a request is not authenticated. The body says no more than this: the reason a token
+/// was refused goes to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unauthenticated {
+    #[error("this request needs a bearer token (Authorization: Bearer <token>)")]
+    TokenMissing,
+    #[error("the bearer token is not valid: expired, not yet valid, for another audience or issuer, or not signed by the issuer's keys")]
+    TokenInvalid,
 }
 
 /// How a timeout's bound reads in its problem.
@@ -199,6 +215,13 @@ impl ApiError {
                 "If-Match required",
             ),
             Self::SagaInProgress(_) => (S::CONFLICT, "saga-in-progress", "Fulfilment in progress"),
+            Self::Unauthenticated(_) => (
+                S::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+            ),
+            Self::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Not allowed"),
+            Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             Self::Timeout(_) => (S::SERVICE_UNAVAILABLE, "timeout", "Request timed out"),
             Self::ProjectionUnavailable(_) => (
                 S::SERVICE_UNAVAILABLE,
@@ -280,10 +303,31 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let headers = response.headers_mut();
+        match &self {
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // RFC 6750 §3: no error code when the request carried no token at all.
+            Self::Unauthenticated(Unauthenticated::TokenMissing) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::Unauthenticated(Unauthenticated::TokenInvalid) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                );
+            }
+            Self::Forbidden(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer error="insufficient_scope""#),
+                );
+            }
+            Self::RateLimited { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
         }
         if status.is_server_error() {
             response
@@ -320,6 +364,9 @@ mod tests {
             ApiError::IfMatchRequired,
             ApiError::SagaInProgress(Uuid::nil()),
             ApiError::Timeout(std::time::Duration::from_secs(1)),
+            ApiError::Unauthenticated(Unauthenticated::TokenInvalid),
+            ApiError::Forbidden("x"),
+            ApiError::RateLimited { retry_after: 1 },
             ApiError::ProjectionUnavailable(anyhow::anyhow!("x")),
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
