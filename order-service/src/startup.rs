@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use clap::Args;
 
+use crate::auth::{Access, AuthConfig, RateLimitConfig};
 use crate::db::{self, DatabaseConfig};
 use crate::http::{self, AppState, HttpLimits};
 use crate::metrics::Metrics;
@@ -34,6 +35,10 @@ pub struct ServeConfig {
     pub saga: crate::saga::SagaConfig,
     #[command(flatten)]
     pub retention: RetentionConfig,
+    #[command(flatten)]
+    pub auth: AuthConfig,
+    #[command(flatten)]
+    pub rate_limit: RateLimitConfig,
     /// Fail readiness (503) while DynamoDB or Kafka is unreachable, instead of reporting
     /// `degraded` and serving on (changes queue in the outbox meanwhile).
     #[arg(long, env = "ORDER_SERVICE_READINESS_REQUIRES_SINKS", default_value_t = false, action = clap::ArgAction::Set)]
@@ -64,6 +69,7 @@ pub struct Application {
     saga: Option<Arc<SagaRunner>>,
     run_saga: bool,
     retention: Option<Arc<Retention>>,
+    access: Arc<Access>,
     shutdown_timeout: Duration,
 }
 
@@ -81,10 +87,13 @@ impl Application {
 
     /// As [`Self::build`], with a pool the caller made (tests share one per database).
     pub async fn with_pool(config: &ServeConfig, pool: PgPool) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new(config.database.db_max_connections));
+        // Before binding: without a usable issuer (or an explicit --auth-disabled), no serving.
+        let access =
+            Arc::new(Access::build(&config.auth, &config.rate_limit, metrics.clone()).await?);
         let listener = TcpListener::bind(config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
-        let metrics = Arc::new(Metrics::new(config.database.db_max_connections));
         let projections = Projections::connect(&config.sinks).await?;
         let sinks: Arc<[Sink]> = projections.sinks().into();
         let relay = (!sinks.is_empty()).then(|| {
@@ -131,6 +140,7 @@ impl Application {
             readiness_requires_sinks: config.readiness_requires_sinks,
             idempotency_key_ttl: config.retention.idempotency_key_ttl,
             saga: saga.as_ref().map(|runner| runner.wake()),
+            access: access.clone(),
         };
         let limits = HttpLimits {
             body_limit_bytes: config.body_limit_bytes,
@@ -145,6 +155,7 @@ impl Application {
             saga,
             run_saga: config.saga.saga_workers,
             retention,
+            access,
             shutdown_timeout: config.shutdown_timeout,
         })
     }
@@ -184,7 +195,14 @@ impl Application {
         if let Some(retention) = &self.retention {
             background.spawn(retention.clone().run(stopping.clone()));
         }
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown({
+        for task in self.access.background(&stopping) {
+            background.spawn(task);
+        }
+        // The peer address keys the rate limits of callers without a valid token.
+        let router = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(self.listener, router).with_graceful_shutdown({
             let stopping = stopping.clone();
             async move {
                 shutdown.await;

@@ -482,7 +482,7 @@ async fn write_order(
     sinks: &[Sink],
 ) -> anyhow::Result<()> {
     let key = IdempotencyKey::parse(&Uuid::new_v4().to_string()).map_err(anyhow::Error::msg)?;
-    let event = EventEnvelope::order_created(order, None);
+    let event = EventEnvelope::order_created(order, ACTOR_API, None);
     let record = db::create::NewOrderRecord {
         key: &key,
         fingerprint,

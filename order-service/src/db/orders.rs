@@ -179,10 +179,11 @@ pub async fn list(
     query.build_query_as().fetch_all(conn).await
 }
 
-pub async fn exists(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1)")
+/// The customer of an order (`None`: no such order).
+pub async fn customer_of(conn: &mut PgConnection, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT customer_id FROM orders WHERE id = $1")
         .bind(id)
-        .fetch_one(conn)
+        .fetch_optional(conn)
         .await
 }
 

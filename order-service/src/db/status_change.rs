@@ -30,6 +30,9 @@ pub struct StatusChange<'a> {
     pub from: Vec<OrderStatus>,
     /// Refuse while a fulfilment saga runs (confirmation is the saga's outcome).
     pub not_during_saga: bool,
+    /// Only an order of this customer (a customer changing their own); another's is
+    /// `NotFound`. `None` for callers who may change every order.
+    pub customer_id: Option<&'a str>,
     /// The `order.status_changed` (or confirmed, cancelled) event.
     pub event_id: Uuid,
     pub event_type: EventType,
@@ -50,6 +53,7 @@ impl<'a> StatusChange<'a> {
             // With a saga, confirmation is its outcome; cancelling is always the customer's
             // right (the saga then undoes what it did).
             not_during_saga: to == OrderStatus::Confirmed,
+            customer_id: None,
             event_id: Uuid::now_v7(),
             event_type: EventType::for_status(to),
             actor,
@@ -116,7 +120,8 @@ pub async fn change(
     let sinks: Vec<&str> = change.sinks.iter().map(|s| s.as_str()).collect();
     let row: Option<PgRow> = sqlx::query(
         "WITH current AS (
-             SELECT id, status, version FROM orders WHERE id = $1 FOR UPDATE),
+             SELECT id, status, version FROM orders
+             WHERE id = $1 AND ($14::text IS NULL OR customer_id = $14) FOR UPDATE),
          saga AS (
              SELECT EXISTS (SELECT 1 FROM sagas WHERE order_id = $1
                             AND state IN ('RUNNING', 'COMPENSATING')) AS active),
@@ -177,6 +182,7 @@ pub async fn change(
     .bind(change.actor)
     .bind(sinks)
     .bind(NOTIFY_CHANNEL)
+    .bind(change.customer_id)
     .fetch_optional(conn)
     .await?;
     let Some(row) = row else {

@@ -26,7 +26,7 @@ pub fn router() -> Router<AppState> {
 /// goes to the log, never to the public port.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Check {
-    /// `ok` or `failed`.
+    /// `ok` or `failed`; `disabled` for `auth` when the service runs without authentication.
     pub status: &'static str,
     #[serde(skip)]
     pub detail: Option<String>,
@@ -57,7 +57,8 @@ pub(crate) async fn livez() -> Json<Liveness> {
 /// Readiness: PostgreSQL answers and its schema is at (or, during a rolling upgrade, past) the
 /// newest migration in this binary. DynamoDB and Kafka are reported too; their outage makes
 /// the service `degraded` (still 200: writes go on and queue in the outbox) unless
-/// `--readiness-requires-sinks` is set.
+/// `--readiness-requires-sinks` is set. `auth` shows whether bearer tokens are required
+/// (`ok`) or authentication is `disabled`.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "`ready` or `degraded`", body = Readiness),
     (status = 503, description = "`not_ready`", body = Readiness)))]
@@ -92,6 +93,18 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
             );
         }
     }
+    // Shown, not judged: running without authentication is a choice made at start-up.
+    checks.insert(
+        "auth",
+        Check {
+            status: if state.access.is_enabled() {
+                "ok"
+            } else {
+                "disabled"
+            },
+            detail: None,
+        },
+    );
     let (status, label) = match (core_ok, sinks_ok) {
         (true, true) => (StatusCode::OK, "ready"),
         (true, false) if !state.readiness_requires_sinks => (StatusCode::OK, "degraded"),

@@ -46,6 +46,8 @@ pub struct AppState {
     pub idempotency_key_ttl: Duration,
     /// With participants configured: wakes the saga workers when an order is created.
     pub saga: Option<Arc<tokio::sync::Notify>>,
+    /// Authentication and rate limits of `/v1`.
+    pub access: Arc<crate::auth::Access>,
 }
 
 /// Limits applied to every request.
@@ -58,11 +60,18 @@ pub struct HttpLimits {
 /// The whole application: API, probes, metrics and docs, with the middleware stack.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let request_id = axum::http::HeaderName::from_static("x-request-id");
-    Router::new()
+    // Authentication and rate limits guard the API; probes, metrics and docs stay open.
+    let api = Router::new()
         .merge(orders::router())
-        .merge(health::router())
         .merge(projections::router())
-        .merge(openapi::router())
+        .route_layer(middleware::from_fn_with_state(
+            state.access.clone(),
+            crate::auth::guard,
+        ));
+    Router::new()
+        .merge(api)
+        .merge(health::router())
+        .merge(openapi::router(state.access.is_enabled()))
         .route("/metrics", get(metrics::scrape))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -10,13 +10,16 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::RefOr;
+use utoipa::{Modify, OpenApi};
 use utoipa_redoc::{Redoc, Servable};
 
 use super::error::Problem;
 use super::responses::{
-    BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, PreconditionFailed,
-    PreconditionRequired, ServiceUnavailable, UnprocessableContent, UnsupportedMediaType,
+    BadRequest, Conflict, Forbidden, InternalError, NotFound, PayloadTooLarge, PreconditionFailed,
+    PreconditionRequired, ServiceUnavailable, TooManyRequests, Unauthorized, UnprocessableContent,
+    UnsupportedMediaType,
 };
 use super::AppState;
 
@@ -46,7 +49,11 @@ use super::AppState;
         PreconditionRequired,
         InternalError,
         ServiceUnavailable,
+        Unauthorized,
+        Forbidden,
+        TooManyRequests,
     )),
+    modifiers(&GuardedApi),
     tags(
         (name = "orders", description = "Create, read, list and move orders through their lifecycle"),
         (name = "stats", description = "Counters summed from the DynamoDB projection"),
@@ -55,24 +62,101 @@ use super::AppState;
 )]
 pub struct ApiDoc;
 
-/// Built once: the currency `enum` alone asks the parser about every three-letter code.
-static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-    ApiDoc::openapi()
-        .to_json()
-        .expect("the OpenAPI document serializes")
-});
+/// The name of the bearer token scheme in `components/securitySchemes`.
+const BEARER: &str = "bearer";
 
-pub fn router() -> Router<AppState> {
+/// Every `/v1` operation goes through `auth::guard`: it may answer 401, 403 and 429.
+struct GuardedApi;
+
+impl Modify for GuardedApi {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                BEARER,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .description(Some(
+                            "An access token of the configured OpenID Connect issuer, for the \
+                             configured audience. Customers (the customer claim) see their own \
+                             orders; staff (the staff role) everything; services what their \
+                             scopes say (`orders:read`, `orders:write`, `orders:status`).",
+                        ))
+                        .build(),
+                ),
+            );
+        for operation in api_operations(openapi) {
+            for (status, name) in [
+                ("401", "Unauthorized"),
+                ("403", "Forbidden"),
+                ("429", "TooManyRequests"),
+            ] {
+                operation.responses.responses.insert(
+                    status.to_owned(),
+                    RefOr::Ref(utoipa::openapi::Ref::from_response_name(name)),
+                );
+            }
+        }
+    }
+}
+
+/// The operations under `/v1`.
+fn api_operations(
+    openapi: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    openapi
+        .paths
+        .paths
+        .iter_mut()
+        .filter(|(path, _)| path.starts_with("/v1/"))
+        .flat_map(|(_, item)| {
+            [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+        })
+        .filter_map(Option::as_mut)
+}
+
+/// The document of this server: the `/v1` operations require the bearer token when
+/// authentication is on, and nothing when it is disabled (the document tells the truth).
+pub fn document(auth: bool) -> utoipa::openapi::OpenApi {
+    let mut openapi = ApiDoc::openapi();
+    if auth {
+        for operation in api_operations(&mut openapi) {
+            operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+        }
+    }
+    openapi
+}
+
+/// Built once per variant: the currency `enum` alone asks the parser about every three-letter
+/// code.
+static DOCUMENT_OPEN: LazyLock<String> = LazyLock::new(|| serialize(document(false)));
+static DOCUMENT_GUARDED: LazyLock<String> = LazyLock::new(|| serialize(document(true)));
+
+fn serialize(openapi: utoipa::openapi::OpenApi) -> String {
+    openapi.to_json().expect("the OpenAPI document serializes")
+}
+
+pub fn router(auth: bool) -> Router<AppState> {
+    let text: &'static str = if auth {
+        DOCUMENT_GUARDED.as_str()
+    } else {
+        DOCUMENT_OPEN.as_str()
+    };
     Router::new()
         .route(
             "/openapi.json",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    DOCUMENT.as_str(),
-                )
-                    .into_response()
+            get(move || async move {
+                ([(header::CONTENT_TYPE, "application/json")], text).into_response()
             }),
         )
-        .merge(Redoc::with_url("/docs", ApiDoc::openapi()))
+        .merge(Redoc::with_url("/docs", document(auth)))
 }

@@ -22,13 +22,14 @@ use super::responses::{
 };
 use super::sagas::SagaView;
 use super::AppState;
+use crate::auth::{Principal, Visibility};
 use crate::db::{self, orders::OrderFilter};
 use crate::domain::{
     self, Address, Currency, Cursor, FieldErrors, NewItem, NewOrder, NewOrderParts, Order,
     OrderStatus, OrderSummary, PaymentMethod, RequestFingerprint, CUSTOMER_ID_MAX, ITEM_NAME_MAX,
     MAX_ITEMS, SKU_MAX,
 };
-use crate::outbox::envelope::{EventEnvelope, ACTOR_API};
+use crate::outbox::envelope::EventEnvelope;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 pub fn router() -> Router<AppState> {
@@ -239,6 +240,7 @@ impl IntoResponse for OrderResponse {
 )]
 pub(crate) async fn create_order(
     State(state): State<AppState>,
+    principal: Principal,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     RequestId(request_id): RequestId,
     headers: HeaderMap,
@@ -250,6 +252,7 @@ pub(crate) async fn create_order(
         crate::telemetry::incoming_traceparent(&headers).as_deref(),
     );
     let new_order = from_json_value::<CreateOrderRequest>(body)?.parse()?;
+    principal.may_create_for(&new_order.customer_id)?;
 
     // A key deleted by the retention between a taken key and the read below is claimed again;
     // twice in a row would take a clean-up pass per attempt, so three tries suffice.
@@ -257,7 +260,7 @@ pub(crate) async fn create_order(
         let order = new_order
             .clone()
             .into_pending(Uuid::now_v7(), Uuid::now_v7(), now_micros());
-        let event = EventEnvelope::order_created(&order, request_id.clone())
+        let event = EventEnvelope::order_created(&order, &principal.subject, request_id.clone())
             .with_traceparent(traceparent.clone());
         let record = db::create::NewOrderRecord {
             key: &key,
@@ -331,11 +334,15 @@ fn now_micros() -> chrono::DateTime<chrono::Utc> {
 )]
 pub(crate) async fn get_order(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
+    principal.visibility()?;
     let mut conn = state.pool.acquire().await?;
+    // Another customer's order is answered as missing: ids cannot be probed.
     let order = db::orders::get(&mut conn, id)
         .await?
+        .filter(|order| principal.can_see(&order.customer_id))
         .ok_or(ApiError::OrderNotFound(id))?;
     let saga = db::sagas::get(&mut conn, id).await?.map(SagaView::from);
     Ok(OrderResponse {
@@ -389,6 +396,7 @@ pub(crate) struct OrderPage {
 )]
 pub(crate) async fn list_orders(
     State(state): State<AppState>,
+    principal: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
@@ -414,7 +422,8 @@ pub(crate) async fn list_orders(
         .transpose()
         .map_err(|e| ApiError::InvalidQuery(e.to_string()))?;
     let filter = OrderFilter {
-        customer_id: query.customer_id,
+        // A customer's list is theirs; naming another customer is refused.
+        customer_id: principal.list_filter(query.customer_id)?,
         status: query.status,
         created_after: query.created_after,
         created_before: query.created_before,
@@ -485,11 +494,13 @@ pub(crate) struct CancelRequest {
 )]
 pub(crate) async fn change_status(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
     if_match: IfMatch,
     RequestId(request_id): RequestId,
     ApiJson(body): ApiJson<StatusChangeRequest>,
 ) -> Result<Response, ApiError> {
+    principal.may_change_status_to(body.status)?;
     if_match.require()?;
     let reason = parse_reason(body.reason.as_deref(), false)?;
     let change = Change {
@@ -498,7 +509,7 @@ pub(crate) async fn change_status(
         reason: reason.as_deref(),
         request_id,
     };
-    transition(&state, &if_match, change).await
+    transition(&state, &principal, &if_match, change).await
 }
 
 /// Cancel an order (PENDING, CONFIRMED or PROCESSING). `If-Match` is optional here.
@@ -525,11 +536,13 @@ pub(crate) async fn change_status(
 )]
 pub(crate) async fn cancel_order(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
     if_match: IfMatch,
     RequestId(request_id): RequestId,
     ApiJson(body): ApiJson<CancelRequest>,
 ) -> Result<Response, ApiError> {
+    principal.may_change_status_to(OrderStatus::Cancelled)?;
     let reason = parse_reason(Some(&body.reason), true)?;
     let change = Change {
         id,
@@ -537,7 +550,7 @@ pub(crate) async fn cancel_order(
         reason: reason.as_deref(),
         request_id,
     };
-    transition(&state, &if_match, change).await
+    transition(&state, &principal, &if_match, change).await
 }
 
 fn parse_reason(reason: Option<&str>, required: bool) -> Result<Option<String>, ApiError> {
@@ -563,11 +576,13 @@ struct Change<'a> {
     request_id: Option<String>,
 }
 
-/// Checks the precondition, the status machine and the saga under the row lock, and writes
-/// the change with its event: one statement (`db::status_change`). When nothing changed, the
+/// Checks the caller's ownership, the precondition, the status machine and the saga under the
+/// row lock, and writes the change with its event (the caller's subject as the actor): one
+/// statement (`db::status_change`). When nothing changed, the
 /// checks run again on what the statement found, in the order clients know (404, 412, 409).
 async fn transition(
     state: &AppState,
+    principal: &Principal,
     if_match: &IfMatch,
     change: Change<'_>,
 ) -> Result<Response, ApiError> {
@@ -577,11 +592,17 @@ async fn transition(
         reason,
         request_id,
     } = change;
+    // A customer's change reaches only their own orders; another's is not found (404).
+    let owner = match principal.visibility()? {
+        Visibility::Customer(customer_id) => Some(customer_id),
+        Visibility::All => None,
+    };
     let statement = db::status_change::StatusChange {
         reason,
         versions: if_match.versions().map(<[i64]>::to_vec),
         request_id: request_id.as_deref(),
-        ..db::status_change::StatusChange::new(id, to, ACTOR_API, &state.sinks)
+        customer_id: owner.as_deref(),
+        ..db::status_change::StatusChange::new(id, to, &principal.subject, &state.sinks)
     };
     let mut conn = state.pool.acquire().await?;
     match db::status_change::change(&mut conn, &statement).await? {

@@ -17,6 +17,7 @@ use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery};
 use super::responses::{BadRequest, InternalError, NotFound, ServiceUnavailable};
 use super::AppState;
+use crate::auth::Principal;
 use crate::db;
 use crate::domain::OrderStatus;
 use crate::dynamodb::DynamoDbProjection;
@@ -87,6 +88,7 @@ fn dynamodb(state: &AppState) -> Result<&DynamoDbProjection, ApiError> {
 )]
 pub(crate) async fn order_history(
     State(state): State<AppState>,
+    principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryPageBody>, ApiError> {
@@ -98,8 +100,11 @@ pub(crate) async fn order_history(
     }
     let before = query.cursor.as_deref().map(decode_cursor).transpose()?;
     let store = &dynamodb(&state)?.history;
+    principal.visibility()?;
     let mut conn = state.pool.acquire().await?;
-    if !db::orders::exists(&mut conn, id).await? {
+    // Another customer's order is answered as missing, as by `GET /v1/orders/{id}`.
+    let customer_id = db::orders::customer_of(&mut conn, id).await?;
+    if !customer_id.is_some_and(|customer| principal.can_see(&customer)) {
         return Err(ApiError::OrderNotFound(id));
     }
     drop(conn);
@@ -149,8 +154,10 @@ pub(crate) struct StatusStats {
 )]
 pub(crate) async fn status_stats(
     State(state): State<AppState>,
+    principal: Principal,
     ApiQuery(query): ApiQuery<StatsQuery>,
 ) -> Result<Json<StatusStats>, ApiError> {
+    principal.may_read_stats()?;
     if query.to <= query.from {
         return Err(ApiError::InvalidQuery("`to` must be after `from`".into()));
     }

@@ -72,6 +72,67 @@ problem_response!(
     "`if-match-required`: this change needs If-Match with the order's ETag."
 );
 problem_response!(
+    Unauthorized,
+    "`unauthenticated`: no bearer token, or one that is expired, not yet valid, for another \
+     audience or issuer, or not signed by the issuer's keys. `WWW-Authenticate` says which \
+     (RFC 6750: `Bearer`, or `Bearer error=\"invalid_token\"`).",
+    |response| response.header(
+        "WWW-Authenticate",
+        HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some("The bearer challenge"))
+            .build(),
+    )
+);
+problem_response!(
+    Forbidden,
+    "`forbidden`: the token is valid but does not allow this (a customer naming another \
+     customer, a customer changing a status other than by cancelling, a service without the \
+     scope). `WWW-Authenticate: Bearer error=\"insufficient_scope\"`.",
+    |response| response.header(
+        "WWW-Authenticate",
+        HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some("The bearer challenge"))
+            .build(),
+    )
+);
+problem_response!(
+    TooManyRequests,
+    "`rate-limited`: this caller (the token's subject, or the client address without one) is \
+     over its rate limit. Retry after `Retry-After` seconds.",
+    |response| response
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0))
+                )
+                .description(Some("Seconds to wait before retrying"))
+                .build(),
+        )
+        .header(
+            "RateLimit-Policy",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some(
+                    "draft-ietf-httpapi-ratelimit-headers: `\"default\";q=<burst>;w=<seconds>`"
+                ))
+                .build(),
+        )
+        .header(
+            "RateLimit",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some(
+                    "draft-ietf-httpapi-ratelimit-headers: `\"default\";r=<remaining>;t=<seconds>`"
+                ))
+                .build(),
+        )
+);
+problem_response!(
     InternalError,
     "`internal`: an unexpected failure; the body says nothing more, the log has the cause."
 );

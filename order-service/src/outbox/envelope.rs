@@ -14,7 +14,8 @@ use crate::domain::{Order, OrderStatus};
 /// The schema version this build writes, and the only one it can publish.
 pub const SCHEMA_VERSION: i32 = 1;
 
-/// Who made a change through the HTTP API.
+/// Who made a change through the HTTP API with authentication disabled; with it on, the
+/// actor is the caller's subject (the token's `sub`).
 pub const ACTOR_API: &str = "api";
 /// Who made a change as the fulfilment saga's outcome.
 pub const ACTOR_SAGA: &str = "saga";
@@ -79,7 +80,8 @@ pub struct EventPayload {
     pub previous_status: Option<OrderStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Who made the change (`api`, later `saga`).
+    /// Who made the change: the caller's subject (the token's `sub`), `api` with
+    /// authentication disabled, or `saga`.
     pub actor: String,
     pub customer_id: String,
     pub currency: String,
@@ -109,8 +111,8 @@ pub struct EventEnvelope {
 }
 
 impl EventEnvelope {
-    /// `order.created`, for a freshly inserted order.
-    pub fn order_created(order: &Order, request_id: Option<String>) -> Self {
+    /// `order.created`, for a freshly inserted order, created by `actor`.
+    pub fn order_created(order: &Order, actor: &str, request_id: Option<String>) -> Self {
         Self {
             event_id: Uuid::now_v7(),
             event_type: EventType::OrderCreated,
@@ -124,7 +126,7 @@ impl EventEnvelope {
                 status: order.status,
                 previous_status: None,
                 reason: None,
-                actor: ACTOR_API.to_owned(),
+                actor: actor.to_owned(),
                 customer_id: order.customer_id.clone(),
                 currency: order.currency.clone(),
                 total_minor: order.total_minor,
