@@ -18,6 +18,13 @@ say "provisioning: order-operator apply -f examples/local.yaml"
 "$CARGO_TARGET_DIR/debug/order-operator" apply -f examples/local.yaml \
   --dynamodb-endpoint "$DYNAMODB_ENDPOINT" --kafka-bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS"
 export ORDER_SERVICE_ADDR=${ORDER_SERVICE_ADDR:-127.0.0.1:8080}
+# Authentication is on by default in the service; locally it is off unless an issuer is given
+# (ORDER_SERVICE_AUTH_ISSUER and ORDER_SERVICE_AUTH_AUDIENCE), and this says so loudly.
+if [ -z "${ORDER_SERVICE_AUTH_ISSUER:-}" ]; then
+  export ORDER_SERVICE_AUTH_DISABLED=${ORDER_SERVICE_AUTH_DISABLED:-true}
+  say "AUTHENTICATION IS OFF: anyone reaching $ORDER_SERVICE_ADDR may read and change every order."
+  say "  For bearer tokens set ORDER_SERVICE_AUTH_ISSUER and ORDER_SERVICE_AUTH_AUDIENCE (README, Authentication)."
+fi
 say "serving on http://$ORDER_SERVICE_ADDR (docs: http://$ORDER_SERVICE_ADDR/docs); Ctrl-C stops"
 # Not exec: the EXIT trap must run after the service stops so the stack goes down too.
 "$bin" serve &

@@ -20,6 +20,7 @@ pub fn command(args: &[&str], db: &PgConnectOptions) -> Command {
         .env("DATABASE_URL", url(db))
         .env("ORDER_SERVICE_LOG_FORMAT", "json")
         .env("ORDER_SERVICE_SINKS", "none")
+        .env("ORDER_SERVICE_AUTH_DISABLED", "true")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -142,6 +143,20 @@ async fn bad_configuration_fails_with_a_message_and_non_zero_exit() {
 }
 
 #[tokio::test]
+async fn serve_without_an_issuer_refuses_to_start_unless_auth_is_disabled_explicitly() {
+    let db = fresh_database().await;
+    let output = command(&["serve", "--addr", "127.0.0.1:0"], &db)
+        .env_remove("ORDER_SERVICE_AUTH_DISABLED")
+        .output()
+        .await
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--auth-issuer"), "{stderr}");
+    assert!(stderr.contains("--auth-disabled true"), "{stderr}");
+}
+
+#[tokio::test]
 async fn help_documents_every_flag_with_its_environment_variable() {
     let db = fresh_database().await;
     let output = command(&["serve", "--help"], &db)
@@ -160,6 +175,10 @@ async fn help_documents_every_flag_with_its_environment_variable() {
         "ORDER_SERVICE_SHUTDOWN_TIMEOUT",
         "ORDER_SERVICE_LOG",
         "ORDER_SERVICE_LOG_FORMAT",
+        "ORDER_SERVICE_AUTH_ISSUER",
+        "ORDER_SERVICE_AUTH_AUDIENCE",
+        "ORDER_SERVICE_AUTH_DISABLED",
+        "ORDER_SERVICE_RATE_LIMIT_PER_SECOND",
     ] {
         assert!(help.contains(env), "--help mentions {env}");
     }

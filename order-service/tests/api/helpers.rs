@@ -42,6 +42,9 @@ pub struct Options {
     /// Create the sinks' tables and topic with the test's own settings before serving (off
     /// for settings meant to fail, with the tables and topic made another way).
     pub provision: bool,
+    /// The `--auth-*` flags that turn authentication on (see `auth.rs`); `None` serves with
+    /// `--auth-disabled true`, as every test that is not about authentication does.
+    pub auth: Option<Vec<String>>,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
             relay_loop: false,
             extra_args: Vec::new(),
             provision: true,
+            auth: None,
         }
     }
 }
@@ -150,6 +154,10 @@ pub fn serve_config(db: &PgConnectOptions, options: &Options) -> ServeConfig {
     match &options.sinks {
         Some(sinks) => args.extend(sinks.args()),
         None => args.extend(["--sinks".to_owned(), "none".to_owned()]),
+    }
+    match &options.auth {
+        Some(flags) => args.extend(flags.iter().cloned()),
+        None => args.extend(["--auth-disabled".to_owned(), "true".to_owned()]),
     }
     args.extend(options.extra_args.iter().cloned());
     match Cli::try_parse_from(args)

@@ -1,7 +1,9 @@
 //! HTTP API tests against a real PostgreSQL: one database and one app per test.
 
+mod dex;
 mod helpers;
 
+mod auth;
 mod cli;
 mod crash;
 mod create;
