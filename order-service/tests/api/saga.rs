@@ -657,6 +657,7 @@ async fn with_an_otlp_endpoint_spans_are_exported_and_calls_continue_the_callers
         ])
         .args(participants.args())
         .env("ORDER_SERVICE_LOG", "warn")
+        .env("ORDER_SERVICE_AUTH_DISABLED", "true")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.uri())
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .stdin(std::process::Stdio::null())
