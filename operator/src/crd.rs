@@ -574,7 +574,7 @@ fn default_ca_key() -> String {
     "ca.crt".into()
 }
 
-/// Authentication and authorization of API calls (docs/auth.md).
+/// Authentication and authorization of API calls (README: Authentication).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.disabled || (has(self.issuer) && has(self.audience))").message("auth needs issuer and audience, or disabled: true (development only: anyone who reaches the API may do anything)"))]
@@ -604,7 +604,8 @@ pub struct AuthSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     pub staff_role: Option<String>,
-    /// The claim holding a customer's id (default `sub`).
+    /// The claim holding a customer's id (default `customer_id`; with Dex, which cannot add
+    /// claims, `email`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     pub customer_claim: Option<String>,
