@@ -113,7 +113,8 @@ async fn measure(client: &Client, namespace: &str, config: &BenchConfig) -> anyh
                     "spec": {"image": "registry.example/order-service:1.0.0", "replicas": 1,
                              "database": {"secretRef": {"name": "db"}},
                              "dynamodb": {"tablePrefix": name, "endpoint": endpoint},
-                             "kafka": {"bootstrapServers": brokers, "eventsTopic": name, "topics": [{"name": name, "partitions": 1}]}}
+                             "kafka": {"bootstrapServers": brokers, "eventsTopic": name, "topics": [{"name": name, "partitions": 1}]},
+                             "auth": {"disabled": true}}
                 }))?;
                 platforms.create(&PostParams::default(), &platform).await.map(|_| ()).map_err(anyhow::Error::from)
             }

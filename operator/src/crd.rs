@@ -121,6 +121,13 @@ pub struct OrderPlatformSpec {
     /// confirmed through the status API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participants: Option<ParticipantsSpec>,
+    /// Who may call the API: bearer tokens from an OIDC issuer. Required: a platform without
+    /// authentication says so with `disabled: true` (development only).
+    pub auth: AuthSpec,
+    /// Requests per principal (per client address without a token) the API accepts; without
+    /// it, no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
     /// What happens to DynamoDB tables and Kafka topics when this resource is deleted:
     /// `Retain` (default) keeps them, `Delete` removes them. Kubernetes children are always
     /// removed.
@@ -154,6 +161,16 @@ pub const RESERVED_ENV: &[&str] = &[
     "ORDER_SERVICE_BREAKER_FAILURES",
     "ORDER_SERVICE_PARTICIPANT_CONCURRENCY",
     "ORDER_SERVICE_PARTICIPANT_CA_PEM",
+    "ORDER_SERVICE_AUTH_DISABLED",
+    "ORDER_SERVICE_AUTH_ISSUER",
+    "ORDER_SERVICE_AUTH_AUDIENCE",
+    "ORDER_SERVICE_AUTH_ALGORITHMS",
+    "ORDER_SERVICE_AUTH_ROLES_CLAIM",
+    "ORDER_SERVICE_AUTH_STAFF_ROLE",
+    "ORDER_SERVICE_AUTH_CUSTOMER_CLAIM",
+    "ORDER_SERVICE_AUTH_SCOPES_CLAIM",
+    "ORDER_SERVICE_RATE_LIMIT_PER_SECOND",
+    "ORDER_SERVICE_RATE_LIMIT_BURST",
     "ORDER_SERVICE_SHUTDOWN_TIMEOUT",
     "KAFKA_BOOTSTRAP_SERVERS",
     "AWS_REGION",
@@ -161,7 +178,7 @@ pub const RESERVED_ENV: &[&str] = &[
 ];
 
 /// The CEL form of [`RESERVED_ENV`] (a test keeps the two equal).
-const RESERVED_ENV_RULE: &str = "self.all(e, !(e.name in ['DATABASE_URL', 'ORDER_SERVICE_ADDR', 'ORDER_SERVICE_LOG_FORMAT', 'ORDER_SERVICE_SINKS', 'ORDER_SERVICE_TABLE_PREFIX', 'ORDER_SERVICE_HISTORY_RETENTION_DAYS', 'ORDER_SERVICE_EVENTS_TOPIC', 'ORDER_SERVICE_CUSTOMER_URL', 'ORDER_SERVICE_INVENTORY_URL', 'ORDER_SERVICE_PAYMENT_URL', 'ORDER_SERVICE_PARTICIPANT_TIMEOUT', 'ORDER_SERVICE_PARTICIPANT_RETRIES', 'ORDER_SERVICE_BREAKER_FAILURES', 'ORDER_SERVICE_PARTICIPANT_CONCURRENCY', 'ORDER_SERVICE_PARTICIPANT_CA_PEM', 'ORDER_SERVICE_SHUTDOWN_TIMEOUT', 'KAFKA_BOOTSTRAP_SERVERS', 'AWS_REGION', 'DYNAMODB_ENDPOINT']))";
+const RESERVED_ENV_RULE: &str = "self.all(e, !(e.name in ['DATABASE_URL', 'ORDER_SERVICE_ADDR', 'ORDER_SERVICE_LOG_FORMAT', 'ORDER_SERVICE_SINKS', 'ORDER_SERVICE_TABLE_PREFIX', 'ORDER_SERVICE_HISTORY_RETENTION_DAYS', 'ORDER_SERVICE_EVENTS_TOPIC', 'ORDER_SERVICE_CUSTOMER_URL', 'ORDER_SERVICE_INVENTORY_URL', 'ORDER_SERVICE_PAYMENT_URL', 'ORDER_SERVICE_PARTICIPANT_TIMEOUT', 'ORDER_SERVICE_PARTICIPANT_RETRIES', 'ORDER_SERVICE_BREAKER_FAILURES', 'ORDER_SERVICE_PARTICIPANT_CONCURRENCY', 'ORDER_SERVICE_PARTICIPANT_CA_PEM', 'ORDER_SERVICE_AUTH_DISABLED', 'ORDER_SERVICE_AUTH_ISSUER', 'ORDER_SERVICE_AUTH_AUDIENCE', 'ORDER_SERVICE_AUTH_ALGORITHMS', 'ORDER_SERVICE_AUTH_ROLES_CLAIM', 'ORDER_SERVICE_AUTH_STAFF_ROLE', 'ORDER_SERVICE_AUTH_CUSTOMER_CLAIM', 'ORDER_SERVICE_AUTH_SCOPES_CLAIM', 'ORDER_SERVICE_RATE_LIMIT_PER_SECOND', 'ORDER_SERVICE_RATE_LIMIT_BURST', 'ORDER_SERVICE_SHUTDOWN_TIMEOUT', 'KAFKA_BOOTSTRAP_SERVERS', 'AWS_REGION', 'DYNAMODB_ENDPOINT']))";
 
 /// How a rollout replaces pods.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -555,6 +572,60 @@ pub struct ConfigMapKeyRef {
 
 fn default_ca_key() -> String {
     "ca.crt".into()
+}
+
+/// Authentication and authorization of API calls (README: Authentication).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.disabled || (has(self.issuer) && has(self.audience))").message("auth needs issuer and audience, or disabled: true (development only: anyone who reaches the API may do anything)"))]
+pub struct AuthSpec {
+    /// Serve without authentication (development only): the service logs a warning at start
+    /// and `/readyz` shows it.
+    #[serde(default)]
+    pub disabled: bool,
+    /// The OIDC issuer URL; its discovery document names the signing keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("auth.issuer must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub issuer: Option<String>,
+    /// The `aud` tokens must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub audience: Option<String>,
+    /// Signature algorithms accepted (default RS256); never taken from the token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub algorithms: Vec<String>,
+    /// The claim listing the caller's roles or groups (default `groups`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub roles_claim: Option<String>,
+    /// The role that makes a caller staff (default `staff`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub staff_role: Option<String>,
+    /// The claim holding a customer's id (default `customer_id`; with Dex, which cannot add
+    /// claims, `email`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub customer_claim: Option<String>,
+    /// The claim holding a service caller's scopes (default `scope`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub scopes_claim: Option<String>,
+}
+
+/// A token bucket per principal.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    /// Sustained requests per second.
+    #[x_kube(validation = Rule::new("self >= 1").message("rateLimit.perSecond must be at least 1"))]
+    pub per_second: i32,
+    /// Requests allowed at once above the sustained rate (default: one second's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("rateLimit.burst must be at least 1"))]
+    pub burst: Option<i32>,
 }
 
 /// What deleting the resource does to external data.

@@ -83,11 +83,11 @@ mod tests {
             ("apiVersion: v1\nkind: ConfigMap\n", "no OrderPlatform"),
             ("kind: OrderPlatform\nspec: {}\n", "not a valid OrderPlatform"),
             (
-                "kind: OrderPlatform\nmetadata: {name: a}\nspec:\n  image: i\n  database: {secretRef: {name: db}}\n  dynamodb: {tablePrefix: 'bad/prefix'}\n  kafka: {bootstrapServers: k, topics: [{name: orders.events}]}\n",
+                "kind: OrderPlatform\nmetadata: {name: a}\nspec:\n  image: i\n  database: {secretRef: {name: db}}\n  dynamodb: {tablePrefix: 'bad/prefix'}\n  kafka: {bootstrapServers: k, topics: [{name: orders.events}]}\n  auth: {disabled: true}\n",
                 "table prefix",
             ),
             (
-                "kind: OrderPlatform\nmetadata: {name: a}\nspec:\n  image: i\n  database: {secretRef: {name: db}}\n  dynamodb: {tablePrefix: p}\n  kafka: {bootstrapServers: k, eventsTopic: other, topics: [{name: orders.events}]}\n",
+                "kind: OrderPlatform\nmetadata: {name: a}\nspec:\n  image: i\n  database: {secretRef: {name: db}}\n  dynamodb: {tablePrefix: p}\n  kafka: {bootstrapServers: k, eventsTopic: other, topics: [{name: orders.events}]}\n  auth: {disabled: true}\n",
                 "eventsTopic",
             ),
         ];

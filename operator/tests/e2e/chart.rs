@@ -251,7 +251,8 @@ async fn helm_install_upgrade_and_uninstall_keep_the_crd_and_the_platforms() {
     let platform: OrderPlatform = serde_json::from_value(json!({
         "apiVersion": "platform.orders.dev/v1alpha1", "kind": "OrderPlatform", "metadata": {"name": "kept"},
         "spec": {"image": "i:1", "database": {"secretRef": {"name": "db"}}, "dynamodb": {"tablePrefix": "kept"},
-                 "kafka": {"bootstrapServers": "k:9092", "topics": [{"name": "orders.events"}]}}
+                 "kafka": {"bootstrapServers": "k:9092", "topics": [{"name": "orders.events"}]},
+                 "auth": {"disabled": true}}
     }))
     .expect("platform");
     let platforms: Api<OrderPlatform> = namespace.api();
@@ -380,7 +381,8 @@ async fn the_charts_rbac_lets_the_operator_reach_ready_and_grants_no_more() {
         "apiVersion": "platform.orders.dev/v1alpha1", "kind": "OrderPlatform", "metadata": {"name": "shop"},
         "spec": {"image": "registry.example/order-service:1.0.0", "replicas": 1, "database": {"secretRef": {"name": "db"}},
                  "dynamodb": {"tablePrefix": ns, "endpoint": stack::dynamodb_endpoint(), "credentialsSecretRef": "aws"},
-                 "kafka": {"bootstrapServers": stack::kafka_servers(), "eventsTopic": ns, "topics": [{"name": ns}]}}
+                 "kafka": {"bootstrapServers": stack::kafka_servers(), "eventsTopic": ns, "topics": [{"name": ns}]},
+                 "auth": {"disabled": true}}
     }))
     .expect("platform");
     let platforms: Api<OrderPlatform> = namespace.api();

@@ -338,7 +338,8 @@ pub(crate) fn spec(image: &str) -> serde_json::Value {
         "podDisruptionBudget": {"maxUnavailable": 1},
         "database": {"secretRef": {"name": "shop-database"}, "migrations": {"backoffLimit": 0}},
         "dynamodb": {"tablePrefix": "shop", "endpoint": "http://moto:5000"},
-        "kafka": {"bootstrapServers": "kafka:9092", "topics": [{"name": "orders.events"}]}
+        "kafka": {"bootstrapServers": "kafka:9092", "topics": [{"name": "orders.events"}]},
+        "auth": {"issuer": "https://id.example/", "audience": "orders-api"}
     })
 }
 

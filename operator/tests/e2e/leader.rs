@@ -106,7 +106,8 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
         "spec": {"image": "registry.example/order-service:1.0.0", "database": {"secretRef": {"name": "db"}},
                  "dynamodb": {"tablePrefix": namespace.name(), "endpoint": crate::stack::dynamodb_endpoint()},
                  "kafka": {"bootstrapServers": crate::stack::kafka_servers(), "eventsTopic": namespace.name(),
-                           "topics": [{"name": namespace.name()}]}}
+                           "topics": [{"name": namespace.name()}]},
+                 "auth": {"disabled": true}}
     }))
     .expect("platform");
     let platforms: Api<OrderPlatform> = namespace.api();

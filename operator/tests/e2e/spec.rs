@@ -158,6 +158,31 @@ async fn the_apiserver_refuses_specs_that_break_a_rule_with_the_rules_message() 
         let error = create(name, spec).await.expect_err(name).to_string();
         assert!(error.contains(message), "{name}: {error}");
     }
+    // Authentication is not optional: no `auth` at all, or one without issuer and audience
+    // that does not say `disabled: true`, is refused.
+    for (name, auth, message) in [
+        ("auth-missing", None, "spec.auth: Required value"),
+        (
+            "auth-empty",
+            Some(json!({})),
+            "auth needs issuer and audience, or disabled: true",
+        ),
+        (
+            "auth-issuer",
+            Some(json!({"issuer": "ftp://id", "audience": "a"})),
+            "auth.issuer must be an http(s) URL",
+        ),
+    ] {
+        let mut spec = spec(IMAGE_1);
+        match auth {
+            Some(auth) => spec["auth"] = auth,
+            None => {
+                spec.as_object_mut().expect("an object").remove("auth");
+            }
+        }
+        let error = create(name, spec).await.expect_err(name).to_string();
+        assert!(error.contains(message), "{name}: {error}");
+    }
     let long_name = "x".repeat(41);
     let error = create(&long_name, spec(IMAGE_1))
         .await

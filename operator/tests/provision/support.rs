@@ -47,6 +47,8 @@ spec:
   dynamodb:
     endpoint: {endpoint}
     tablePrefix: {prefix}
+  auth:
+    disabled: true
   kafka:
     bootstrapServers: {servers}
     # Applied more than once without a cluster: nothing records that this file created the topic.

@@ -301,6 +301,7 @@ fn user_platform(ns: &str, release: &str) -> OrderPlatform {
                 "topics": [{"name": "mine.events", "partitions": 1}],
                 "eventsTopic": "mine.events",
             },
+            "auth": {"disabled": true},
             "deletionPolicy": "Retain",
         }
     }))

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::{child_meta, short_hash, CONTAINER_PORT};
-use crate::crd::OrderPlatform;
+use crate::crd::{AuthSpec, OrderPlatform};
 
 /// The `app.kubernetes.io/component` of configuration ConfigMaps.
 pub const CONFIG_COMPONENT: &str = "config";
@@ -81,6 +81,16 @@ pub fn build_config_map(platform: &OrderPlatform) -> ConfigMap {
             set("ORDER_SERVICE_PARTICIPANT_CONCURRENCY", calls.to_string());
         }
     }
+    auth_env(&spec.auth, &mut data);
+    if let Some(limit) = &spec.rate_limit {
+        data.insert(
+            "ORDER_SERVICE_RATE_LIMIT_PER_SECOND".to_owned(),
+            limit.per_second.to_string(),
+        );
+        if let Some(burst) = limit.burst {
+            data.insert("ORDER_SERVICE_RATE_LIMIT_BURST".to_owned(), burst.to_string());
+        }
+    }
     ConfigMap {
         metadata: child_meta(platform, config_map_name(platform, &data), CONFIG_COMPONENT),
         data: Some(data),
@@ -89,9 +99,66 @@ pub fn build_config_map(platform: &OrderPlatform) -> ConfigMap {
     }
 }
 
+/// `spec.auth` as the service's variables: the issuer and its claims, or the explicit opt-out.
+fn auth_env(auth: &AuthSpec, data: &mut BTreeMap<String, String>) {
+    let mut set = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            data.insert(key.to_owned(), value);
+        }
+    };
+    if auth.disabled {
+        set("ORDER_SERVICE_AUTH_DISABLED", Some("true".into()));
+        return;
+    }
+    set("ORDER_SERVICE_AUTH_ISSUER", auth.issuer.clone());
+    set("ORDER_SERVICE_AUTH_AUDIENCE", auth.audience.clone());
+    set(
+        "ORDER_SERVICE_AUTH_ALGORITHMS",
+        (!auth.algorithms.is_empty()).then(|| auth.algorithms.join(",")),
+    );
+    set("ORDER_SERVICE_AUTH_ROLES_CLAIM", auth.roles_claim.clone());
+    set("ORDER_SERVICE_AUTH_STAFF_ROLE", auth.staff_role.clone());
+    set("ORDER_SERVICE_AUTH_CUSTOMER_CLAIM", auth.customer_claim.clone());
+    set("ORDER_SERVICE_AUTH_SCOPES_CLAIM", auth.scopes_claim.clone());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_is_the_issuer_and_its_claims_or_the_explicit_opt_out() {
+        let platform = OrderPlatform::test();
+        let data = build_config_map(&platform).data.unwrap();
+        assert_eq!(data["ORDER_SERVICE_AUTH_ISSUER"], "https://id.example/");
+        assert_eq!(data["ORDER_SERVICE_AUTH_AUDIENCE"], "orders-api");
+        assert!(!data.contains_key("ORDER_SERVICE_AUTH_DISABLED"));
+        assert!(!data.contains_key("ORDER_SERVICE_RATE_LIMIT_PER_SECOND"));
+
+        let mut platform = OrderPlatform::test();
+        platform.spec.auth = serde_json::from_value(serde_json::json!({
+            "issuer": "https://dex.example/", "audience": "orders", "algorithms": ["RS256", "ES256"],
+            "rolesClaim": "roles", "staffRole": "ops", "customerClaim": "email"
+        }))
+        .unwrap();
+        platform.spec.rate_limit = Some(crate::crd::RateLimitSpec {
+            per_second: 20,
+            burst: Some(40),
+        });
+        let data = build_config_map(&platform).data.unwrap();
+        assert_eq!(data["ORDER_SERVICE_AUTH_ALGORITHMS"], "RS256,ES256");
+        assert_eq!(data["ORDER_SERVICE_AUTH_ROLES_CLAIM"], "roles");
+        assert_eq!(data["ORDER_SERVICE_AUTH_STAFF_ROLE"], "ops");
+        assert_eq!(data["ORDER_SERVICE_AUTH_CUSTOMER_CLAIM"], "email");
+        assert!(!data.contains_key("ORDER_SERVICE_AUTH_SCOPES_CLAIM"));
+        assert_eq!(data["ORDER_SERVICE_RATE_LIMIT_PER_SECOND"], "20");
+        assert_eq!(data["ORDER_SERVICE_RATE_LIMIT_BURST"], "40");
+
+        platform.spec.auth = serde_json::from_value(serde_json::json!({"disabled": true})).unwrap();
+        let data = build_config_map(&platform).data.unwrap();
+        assert_eq!(data["ORDER_SERVICE_AUTH_DISABLED"], "true");
+        assert!(!data.keys().any(|k| k.starts_with("ORDER_SERVICE_AUTH_I")));
+    }
 
     #[test]
     fn config_names_the_tables_topic_and_endpoint() {

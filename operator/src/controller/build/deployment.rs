@@ -355,6 +355,7 @@ mod tests {
             "database": {"secretRef": {"name": "db"}},
             "dynamodb": {"tablePrefix": "shop"},
             "kafka": {"bootstrapServers": "k:9092", "topics": [{"name": "orders.events"}]},
+            "auth": {"disabled": true},
             "serviceAccountName": "orders",
             "imagePullSecrets": [{"name": "registry"}],
             "nodeSelector": {"pool": "apps"},

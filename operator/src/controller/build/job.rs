@@ -108,6 +108,7 @@ mod tests {
             "database": {"secretRef": {"name": "db"}, "migrations": {"resources": {"limits": {"memory": "128Mi"}}}},
             "dynamodb": {"tablePrefix": "shop"},
             "kafka": {"bootstrapServers": "k:9092", "topics": [{"name": "orders.events"}]},
+            "auth": {"disabled": true},
             "serviceAccountName": "orders",
             "imagePullSecrets": [{"name": "registry"}],
             "nodeSelector": {"pool": "apps"},

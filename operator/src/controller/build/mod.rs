@@ -192,7 +192,8 @@ pub(crate) mod fixtures {
                 "image": "registry.example/order-service:1.0.0",
                 "database": {"secretRef": {"name": "orders-db"}},
                 "dynamodb": {"tablePrefix": "shop"},
-                "kafka": {"bootstrapServers": "kafka:9092", "topics": [{"name": "orders.events"}]}
+                "kafka": {"bootstrapServers": "kafka:9092", "topics": [{"name": "orders.events"}]},
+                "auth": {"issuer": "https://id.example/", "audience": "orders-api"}
             }))
             .expect("valid test spec");
             let mut platform = OrderPlatform::new("shop", spec);
