@@ -7,7 +7,10 @@
 # --duration 10m"`) it runs the soak benchmark with retentions shortened so that the tables
 # level off within minutes (each overridable by its ORDER_SERVICE_* variable), and Kafka as
 # the only sink unless ORDER_SERVICE_SINKS says otherwise (moto cannot keep up with the API's
-# rate for long: its backlog, not the retention, would set the outbox's size).
+# rate for long: its backlog, not the retention, would set the outbox's size). With --auth the
+# service validates bearer tokens: a local Dex (scripts/dex.sh) is started as the issuer on
+# BENCH_DEX_PORT, one staff token is fetched with the password grant and every request of the
+# bench carries it; without it the service runs with authentication off and says so.
 set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
@@ -34,9 +37,58 @@ sed -e "s/tablePrefix: orders/tablePrefix: $ORDER_SERVICE_TABLE_PREFIX/" \
 "$CARGO_TARGET_DIR/release/order-operator" apply -f "$ROOT/target/bench/platform.yaml" \
   --dynamodb-endpoint "$DYNAMODB_ENDPOINT" --kafka-bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS" >/dev/null
 
+# A Dex of this run's own as the issuer (its one static client is the audience, one staff user
+# in the `staff` group), the service pointed at it, and a token for the bench.
+start_dex() {
+  local dex port dir issuer secret=bench-secret token
+  dex=$("$ROOT/scripts/dex.sh" path)
+  port=${BENCH_DEX_PORT:-15556}
+  dir="$ROOT/target/bench/dex"
+  issuer="http://127.0.0.1:$port/dex"
+  mkdir -p "$dir"
+  # The bcrypt hash of "password" (Dex's own example configuration uses it too).
+  cat >"$dir/config.yaml" <<YAML
+issuer: $issuer
+storage: {type: memory}
+web: {http: "127.0.0.1:$port"}
+expiry: {idTokens: 24h}
+oauth2: {passwordConnector: local, skipApprovalScreen: true}
+enablePasswordDB: true
+staticClients:
+  - {id: order-service, name: order-service, secret: $secret, redirectURIs: ["http://127.0.0.1/callback"]}
+staticPasswords:
+  - email: staff@example.com
+    hash: "\$2a\$10\$2b2cU8CPhOTaGrs1HRQuAueS7JTT5ZHsHSzYiFPm1leZck7Mc8T4W"
+    username: staff
+    userID: staff
+    groups: [staff]
+YAML
+  "$dex" serve "$dir/config.yaml" >"$dir/dex.log" 2>&1 &
+  dex_pid=$!
+  on_exit 'kill -TERM "$dex_pid" 2>/dev/null && wait "$dex_pid" 2>/dev/null'
+  say "waiting for Dex on $issuer (up to 10 s)"
+  for _ in $(seq 1 100); do
+    curl -fsS "$issuer/.well-known/openid-configuration" >/dev/null 2>&1 && break
+    kill -0 "$dex_pid" 2>/dev/null || { cat "$dir/dex.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  token=$(curl -fsS -u "order-service:$secret" -d grant_type=password -d username=staff@example.com \
+    -d password=password --data-urlencode "scope=openid email groups" "$issuer/token" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])') ||
+    { cat "$dir/dex.log" >&2; echo "bench: no token from Dex" >&2; exit 1; }
+  export ORDER_SERVICE_AUTH_ISSUER=$issuer ORDER_SERVICE_AUTH_AUDIENCE=order-service \
+    ORDER_SERVICE_AUTH_CUSTOMER_CLAIM=email ORDER_SERVICE_BENCH_TOKEN=$token
+  unset ORDER_SERVICE_AUTH_DISABLED
+  say "authentication on: issuer $issuer, one staff token for every client"
+}
+
 addr=${BENCH_ADDR:-127.0.0.1:18080}
 log="$ROOT/target/bench/service.log"
-bench_args=("$@")
+bench_args=()
+auth=false
+for arg in "$@"; do
+  if [ "$arg" = --auth ]; then auth=true; else bench_args+=("$arg"); fi
+done
 if [[ " $* " == *" --saga-rate "* ]]; then
   participants=${BENCH_PARTICIPANTS_ADDR:-127.0.0.1:18090}
   export ORDER_SERVICE_CUSTOMER_URL="http://$participants/" ORDER_SERVICE_INVENTORY_URL="http://$participants/" \
@@ -50,9 +102,12 @@ if [[ " $* " == *" --soak "* ]]; then
     ORDER_SERVICE_SAGA_RETENTION=${ORDER_SERVICE_SAGA_RETENTION:-2m}
   say "soak: sinks $ORDER_SERVICE_SINKS, outbox retention $ORDER_SERVICE_OUTBOX_RETENTION, idempotency keys $ORDER_SERVICE_IDEMPOTENCY_KEY_TTL, finished sagas $ORDER_SERVICE_SAGA_RETENTION"
 fi
-# Without authentication until the bench fetches tokens from a local issuer (issue 20's bench
-# part); the service warns about it in its log.
-export ORDER_SERVICE_AUTH_DISABLED=${ORDER_SERVICE_AUTH_DISABLED:-true}
+if $auth; then
+  start_dex
+else
+  export ORDER_SERVICE_AUTH_DISABLED=${ORDER_SERVICE_AUTH_DISABLED:-true}
+  say "authentication off (the service warns in its log); --auth measures it on"
+fi
 ORDER_SERVICE_LOG=warn "$bin" serve --addr "$addr" 2>"$log" &
 service=$!
 on_exit 'kill -TERM "$service" 2>/dev/null && wait "$service"'

@@ -76,6 +76,10 @@ pub struct BenchConfig {
     /// With `--saga-rate`, at that rate with the saga on; else `--clients` in a closed loop.
     #[arg(long)]
     pub soak: bool,
+    /// A bearer token sent with every API request (the service's authentication on); fetched
+    /// once and shared by the clients. `make bench ARGS="--auth"` gets one from a local Dex.
+    #[arg(long, env = "ORDER_SERVICE_BENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Time between soak reports.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub report_every: Duration,
@@ -137,14 +141,14 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     }
     if config.soak {
         let base = config.url.trim_end_matches('/').to_owned();
-        let http = ready_client(&base, config.clients.max(64)).await?;
+        let http = ready_client(&base, config.clients.max(64), config.token.as_deref()).await?;
         return soak::run(&config, http, &base).await;
     }
     if let Some(rate) = config.saga_rate {
         return saga::run(&config, rate).await;
     }
     let base = config.url.trim_end_matches('/').to_owned();
-    let http = ready_client(&base, config.clients).await?;
+    let http = ready_client(&base, config.clients, config.token.as_deref()).await?;
     let pool = db::pool(
         config.database.database_url.clone(),
         config.clients as u32,
@@ -184,11 +188,24 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An HTTP client for the service at `base`, once it reports ready.
-async fn ready_client(base: &str, idle_connections: usize) -> anyhow::Result<reqwest::Client> {
+/// An HTTP client for the service at `base`, once it reports ready; with `token`, every
+/// request carries it as a bearer token.
+async fn ready_client(
+    base: &str,
+    idle_connections: usize,
+    token: Option<&str>,
+) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("the bench token is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(idle_connections)
         .timeout(Duration::from_secs(30))
+        .default_headers(headers)
         .build()?;
     http.get(format!("{base}/readyz"))
         .send()

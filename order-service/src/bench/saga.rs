@@ -14,7 +14,7 @@ use crate::db;
 pub async fn run(config: &BenchConfig, rate: f64) -> anyhow::Result<()> {
     anyhow::ensure!(rate > 0.0, "--saga-rate must be positive");
     let base = config.url.trim_end_matches('/').to_owned();
-    let http = super::ready_client(&base, 256).await?;
+    let http = super::ready_client(&base, 256, config.token.as_deref()).await?;
     let pool = db::pool(
         config.database.database_url.clone(),
         4,
