@@ -108,6 +108,14 @@ mod tests {
     use super::OrderStatus::{self, *};
 
     #[test]
+    fn displays_as_its_stored_name() {
+        for status in OrderStatus::ALL {
+            assert_eq!(status.to_string(), status.as_str());
+        }
+        assert_eq!(Cancelled.to_string(), "CANCELLED");
+    }
+
+    #[test]
     fn allowed_from_is_the_inverse_of_allowed_next() {
         assert_eq!(Cancelled.allowed_from(), [Pending, Confirmed, Processing]);
         assert_eq!(Confirmed.allowed_from(), [Pending]);
