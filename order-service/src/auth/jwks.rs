@@ -101,6 +101,12 @@ impl JwksCache {
         self.lookup(kid)
     }
 
+    /// Whether `key` is still one of the published keys (the same fetch: a refresh makes new
+    /// ones, so a token verified before it is verified once more).
+    pub fn publishes(&self, key: &Arc<DecodingKey>) -> bool {
+        self.current().values().any(|k| Arc::ptr_eq(k, key))
+    }
+
     fn lookup(&self, kid: Option<&str>) -> Option<Arc<DecodingKey>> {
         let keys = self.current();
         match kid {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::http::{header, HeaderMap};
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::jwks::JwksCache;
 use super::principal::{ClaimNames, Principal};
@@ -62,7 +63,26 @@ pub struct Authenticator {
     keys: Arc<JwksCache>,
     validation: Validation,
     claims: ClaimNames,
+    /// Tokens already verified, by their SHA-256: a client sends the same token for many
+    /// requests, and its signature need be checked once (a tenth of the API's create throughput
+    /// otherwise, docs/performance.md). Bounded, each entry kept at most a minute and never past
+    /// the token's `exp`, and dropped as soon as the key that verified it is no longer published.
+    verified: moka::future::Cache<[u8; 32], Verified>,
 }
+
+/// A token that passed every check.
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    /// `exp` plus the leeway, in seconds since the epoch.
+    valid_until: u64,
+    key: Arc<jsonwebtoken::DecodingKey>,
+}
+
+/// Tokens remembered at most; past it the least used go first.
+const VERIFIED_CAPACITY: u64 = 10_000;
+/// How long a verified token is remembered at most.
+const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Authenticator {
     pub fn new(
@@ -77,6 +97,10 @@ impl Authenticator {
             keys,
             validation: validation(issuer, audience, algorithms, leeway),
             claims,
+            verified: moka::future::Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(VERIFIED_FOR)
+                .build(),
         }
     }
 
@@ -87,6 +111,20 @@ impl Authenticator {
     /// The principal of the request's bearer token.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, TokenRefusal> {
         let token = bearer_token(headers)?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(known) = self.verified.get(&digest).await {
+            if now() <= known.valid_until && self.keys.publishes(&known.key) {
+                return Ok(known.principal);
+            }
+            self.verified.invalidate(&digest).await;
+        }
+        let (principal, verified) = self.verify(token).await?;
+        self.verified.insert(digest, verified).await;
+        Ok(principal)
+    }
+
+    /// Every check, the signature included.
+    async fn verify(&self, token: &str) -> Result<(Principal, Verified), TokenRefusal> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRefusal::Malformed)?;
         // Checked before any key is looked up, so that a token cannot pick the algorithm
         // (`none`, HS256 with the public key as secret) nor make the service fetch keys.
@@ -100,8 +138,27 @@ impl Authenticator {
             .ok_or(TokenRefusal::UnknownKey)?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &self.validation)
             .map_err(|e| refusal(e.kind()))?;
-        Principal::from_claims(&data.claims, &self.claims).ok_or(TokenRefusal::MissingClaim)
+        let principal =
+            Principal::from_claims(&data.claims, &self.claims).ok_or(TokenRefusal::MissingClaim)?;
+        let exp = data
+            .claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or(TokenRefusal::MissingClaim)?;
+        let verified = Verified {
+            principal: principal.clone(),
+            valid_until: exp.saturating_add(self.validation.leeway),
+            key,
+        };
+        Ok((principal, verified))
     }
+}
+
+/// Seconds since the epoch.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The token of `Authorization: Bearer <token>` (RFC 6750 §2.1; the scheme is
@@ -210,6 +267,36 @@ mod tests {
             Role::Customer {
                 customer_id: "c-42".into()
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_until_its_key_is_withdrawn() {
+        let key = TestKey::new("k1");
+        let issuer = FakeIssuer::start(&[&key]).await;
+        let auth = authenticator(&issuer).await;
+        let token = key.sign(&issuer.claims(json!({"customer_id": "c-42"})));
+        auth.authenticate(&bearer(&token)).await.expect("accepted");
+        assert_eq!(auth.verified.entry_count(), 0, "moka counts lazily");
+        auth.verified.run_pending_tasks().await;
+        assert_eq!(auth.verified.entry_count(), 1, "remembered");
+        // Another token is not taken for it.
+        let other = key.sign(&issuer.claims(json!({"customer_id": "c-7"})));
+        let principal = auth.authenticate(&bearer(&other)).await.expect("accepted");
+        assert_eq!(
+            principal.role,
+            Role::Customer {
+                customer_id: "c-7".into()
+            }
+        );
+        // The issuer withdraws the key: once the service has the new set, the remembered
+        // token is checked again, and refused.
+        let successor = TestKey::new("k2");
+        issuer.publish(&[&successor]);
+        auth.keys().refresh().await.expect("refreshed");
+        assert_eq!(
+            auth.authenticate(&bearer(&token)).await.unwrap_err(),
+            TokenRefusal::UnknownKey
         );
     }
 

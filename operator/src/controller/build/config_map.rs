@@ -88,7 +88,10 @@ pub fn build_config_map(platform: &OrderPlatform) -> ConfigMap {
             limit.per_second.to_string(),
         );
         if let Some(burst) = limit.burst {
-            data.insert("ORDER_SERVICE_RATE_LIMIT_BURST".to_owned(), burst.to_string());
+            data.insert(
+                "ORDER_SERVICE_RATE_LIMIT_BURST".to_owned(),
+                burst.to_string(),
+            );
         }
     }
     ConfigMap {
@@ -118,7 +121,10 @@ fn auth_env(auth: &AuthSpec, data: &mut BTreeMap<String, String>) {
     );
     set("ORDER_SERVICE_AUTH_ROLES_CLAIM", auth.roles_claim.clone());
     set("ORDER_SERVICE_AUTH_STAFF_ROLE", auth.staff_role.clone());
-    set("ORDER_SERVICE_AUTH_CUSTOMER_CLAIM", auth.customer_claim.clone());
+    set(
+        "ORDER_SERVICE_AUTH_CUSTOMER_CLAIM",
+        auth.customer_claim.clone(),
+    );
     set("ORDER_SERVICE_AUTH_SCOPES_CLAIM", auth.scopes_claim.clone());
 }
 
