@@ -37,6 +37,19 @@ sed -e "s/tablePrefix: orders/tablePrefix: $ORDER_SERVICE_TABLE_PREFIX/" \
 "$CARGO_TARGET_DIR/release/order-operator" apply -f "$ROOT/target/bench/platform.yaml" \
   --dynamodb-endpoint "$DYNAMODB_ENDPOINT" --kafka-bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS" >/dev/null
 
+# wait_for WHAT URL PID LOG: until URL answers (up to 10 s); WHAT's log when PID dies first.
+wait_for() {
+  say "waiting for $1 on $2 (up to 10 s)"
+  for _ in $(seq 1 100); do
+    curl -fsS "$2" >/dev/null 2>&1 && return 0
+    kill -0 "$3" 2>/dev/null || { cat "$4" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "bench: $1 did not answer $2 within 10 s" >&2
+  cat "$4" >&2
+  exit 1
+}
+
 # A Dex of this run's own as the issuer (its one static client is the audience, one staff user
 # in the `staff` group), the service pointed at it, and a token for the bench.
 start_dex() {
@@ -66,12 +79,7 @@ YAML
   "$dex" serve "$dir/config.yaml" >"$dir/dex.log" 2>&1 &
   dex_pid=$!
   on_exit 'kill -TERM "$dex_pid" 2>/dev/null && wait "$dex_pid" 2>/dev/null'
-  say "waiting for Dex on $issuer (up to 10 s)"
-  for _ in $(seq 1 100); do
-    curl -fsS "$issuer/.well-known/openid-configuration" >/dev/null 2>&1 && break
-    kill -0 "$dex_pid" 2>/dev/null || { cat "$dir/dex.log" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_for "Dex" "$issuer/.well-known/openid-configuration" "$dex_pid" "$dir/dex.log"
   token=$(curl -fsS -u "order-service:$secret" -d grant_type=password -d username=staff@example.com \
     -d password=password --data-urlencode "scope=openid email groups" "$issuer/token" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])') ||
@@ -112,10 +120,5 @@ ORDER_SERVICE_LOG=warn "$bin" serve --addr "$addr" 2>"$log" &
 service=$!
 on_exit 'kill -TERM "$service" 2>/dev/null && wait "$service"'
 
-say "waiting for the service on $addr (up to 10 s)"
-for _ in $(seq 1 100); do
-  curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
-  kill -0 "$service" 2>/dev/null || { cat "$log" >&2; exit 1; }
-  sleep 0.1
-done
+wait_for "the service" "http://$addr/readyz" "$service" "$log"
 "$bin" bench --url "http://$addr" "${bench_args[@]}"
