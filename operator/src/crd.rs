@@ -699,6 +699,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn auth_is_required_in_the_schema() {
+        let crd = serde_json::to_value(OrderPlatform::crd()).expect("crd");
+        let required = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+            ["spec"]["required"];
+        assert!(
+            required
+                .as_array()
+                .is_some_and(|r| r.iter().any(|f| f == "auth")),
+            "{required}"
+        );
+    }
+
+    #[test]
     fn the_committed_crd_is_the_generated_one() {
         let generated = serde_yaml::to_string(&OrderPlatform::crd()).expect("CRD as YAML");
         let committed = include_str!("../../crds/orderplatform.yaml");
