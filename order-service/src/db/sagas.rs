@@ -240,14 +240,3 @@ pub async fn stuck(
     .await?;
     rows.into_iter().map(Record::view).collect()
 }
-
-/// Whether the order has a saga that has not finished (the status API then leaves
-/// confirmation to it).
-pub async fn is_active(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sagas WHERE order_id = $1 AND state IN ('RUNNING', 'COMPENSATING'))",
-    )
-    .bind(order_id)
-    .fetch_one(conn)
-    .await
-}
