@@ -12,6 +12,9 @@
 #
 # Services and their defaults (override with the environment):
 #   postgres  PostgreSQL 15 on 127.0.0.1:${STACK_PG_PORT:-55432}, database "orders", user postgres (trust)
+#   replica   a streaming replica of postgres (pg_basebackup -R, hot standby, hot_standby_feedback)
+#             on 127.0.0.1:${STACK_PG_REPLICA_PORT:-55433}: the read replica of the reports; `env`
+#             exports ORDER_PLATFORM_REPLICA_URL (its "orders" database)
 #   kafka     Apache Kafka (KRaft, one combined broker+controller; version pinned in tools/kafka/pom.xml,
 #             jars fetched with Maven into ~/.cache/order-platform) on 127.0.0.1:${STACK_KAFKA_PORT:-59092},
 #             controller on 127.0.0.1:${STACK_KAFKA_CONTROLLER_PORT:-59093}, SASL_SSL (SCRAM-SHA-512, a
@@ -39,7 +42,7 @@ ROOT=$(dirname -- "$SCRIPT_DIR")
 STACK_DIR="$ROOT/target/stack"
 STACK_WAIT_TIMEOUT=${STACK_WAIT_TIMEOUT:-90}
 
-SERVICES=(postgres kafka moto)
+SERVICES=(postgres replica kafka moto)
 
 # ---------------------------------------------------------------------------------------------
 # Generic helpers
@@ -163,29 +166,29 @@ pg_psql() {
     -d "host=$PG_HOST port=$PG_PORT user=postgres dbname=postgres sslmode=disable connect_timeout=5" "$@"
 }
 
-# PID recorded in $PG_DATA/postmaster.pid, or nothing.
+# PID recorded in DATA_DIR/postmaster.pid (default $PG_DATA), or nothing.
 pg_pid() {
-  local pid=''
-  if [[ -r $PG_DATA/postmaster.pid ]]; then
-    pid=$(head -n 1 -- "$PG_DATA/postmaster.pid" 2>/dev/null || true)
+  local data=${1:-$PG_DATA} pid=''
+  if [[ -r $data/postmaster.pid ]]; then
+    pid=$(head -n 1 -- "$data/postmaster.pid" 2>/dev/null || true)
   fi
   if [[ $pid =~ ^[0-9]+$ ]]; then
     echo "$pid"
   fi
 }
 
-# Is the cluster in $PG_DATA running (on whatever port)? A postmaster that died but has not been
-# reaped yet (a zombie: init may take a few seconds) counts as not running, although
-# `pg_ctl status` still reports it as running.
+# Is the cluster in DATA_DIR (default $PG_DATA) running (on whatever port)? A postmaster that
+# died but has not been reaped yet (a zombie: init may take a few seconds) counts as not
+# running, although `pg_ctl status` still reports it as running.
 pg_cluster_running() {
-  local pid
-  pid=$(pg_pid)
+  local data=${1:-$PG_DATA} pid
+  pid=$(pg_pid "$data")
   [[ -n $pid ]] || return 1
   case $(proc_state "$pid") in
     '' | Z | X) return 1 ;;
     *) ;;
   esac
-  [[ -x $PG_BIN/pg_ctl ]] && as_pg "$PG_BIN/pg_ctl" status -D "$PG_DATA" >/dev/null 2>&1
+  [[ -x $PG_BIN/pg_ctl ]] && as_pg "$PG_BIN/pg_ctl" status -D "$data" >/dev/null 2>&1
 }
 
 postgres_addr() { printf '%s:%s' "$PG_HOST" "$PG_PORT"; }
@@ -304,6 +307,121 @@ postgres_stop() {
   if pg_cluster_running; then
     as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 -s 2>&1 | prefix_lines postgres ||
       die "postgres: pg_ctl stop failed (see $PG_LOG)"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# replica: a streaming replica of postgres (hot standby), data in target/stack/replica/data
+# ---------------------------------------------------------------------------------------------
+
+REPLICA_PORT=${STACK_PG_REPLICA_PORT:-55433}
+REPLICA_DIR="$STACK_DIR/replica" # also the unix socket directory
+REPLICA_DATA="$REPLICA_DIR/data"
+REPLICA_LOG="$REPLICA_DIR/postgres.log"
+is_port "$REPLICA_PORT" || die "STACK_PG_REPLICA_PORT must be a TCP port number, got '$REPLICA_PORT'"
+[[ $REPLICA_PORT != "$PG_PORT" ]] || die "STACK_PG_REPLICA_PORT and STACK_PG_PORT must differ"
+
+# system_id DATA_DIR: the cluster's system identifier (a clone shares its primary's).
+pg_system_id() {
+  as_pg "$PG_BIN/pg_controldata" -D "$1" 2>/dev/null | sed -n 's/^Database system identifier: *//p'
+}
+
+replica_addr() { printf '%s:%s' "$PG_HOST" "$REPLICA_PORT"; }
+
+replica_env() {
+  printf 'export ORDER_PLATFORM_REPLICA_URL=%q\n' "postgres://postgres@$PG_HOST:$REPLICA_PORT/$PG_DB"
+}
+
+replica_install() { postgres_install; }
+
+replica_state() {
+  local port
+  if pg_cluster_running "$REPLICA_DATA"; then
+    port=$(sed -n 4p "$REPLICA_DATA/postmaster.pid" 2>/dev/null || true)
+    if [[ -n $port && $port != "$REPLICA_PORT" ]]; then
+      echo "conflict: the replica in $REPLICA_DATA is already running on port $port, not $REPLICA_PORT;" \
+        "stop it first (scripts/stack.sh down replica) or set STACK_PG_REPLICA_PORT=$port"
+    else
+      echo running
+    fi
+  elif port_open "$PG_HOST" "$REPLICA_PORT"; then
+    echo "conflict: $PG_HOST:$REPLICA_PORT is in use by another process$(describe_listener "$REPLICA_PORT")," \
+      "not by the replica in $REPLICA_DATA; stop it or pick another port with STACK_PG_REPLICA_PORT"
+  else
+    echo stopped
+  fi
+}
+
+replica_ready() {
+  "$PG_BIN/pg_isready" -q -h "$PG_HOST" -p "$REPLICA_PORT" -U postgres -d postgres -t 2 >/dev/null 2>&1
+}
+
+replica_start() {
+  local sockdir opts primary_id
+  postgres_ready || die "replica: the primary is not accepting connections on $(postgres_addr);" \
+    "start it first (scripts/stack.sh up postgres)"
+  # Without a replication slot (a deleted replica would pin the primary's WAL forever) the
+  # primary keeps this much WAL for a replica that was stopped or fell behind; beyond it the
+  # clone is made again below.
+  pg_psql -c "ALTER SYSTEM SET wal_keep_size = '1GB'" -c "SELECT pg_reload_conf()" >/dev/null ||
+    die "replica: could not set wal_keep_size on the primary"
+  mkdir -p -- "$REPLICA_DIR" || return 1
+  if ((EUID == 0)); then
+    chown postgres: -- "$REPLICA_DIR" || return 1
+  fi
+  primary_id=$(pg_system_id "$PG_DATA")
+  if [[ -f $REPLICA_DATA/standby.signal && -n $primary_id &&
+    $(pg_system_id "$REPLICA_DATA") != "$primary_id" ]]; then
+    log "replica: $REPLICA_DATA is a clone of another cluster; cloning the primary again"
+    rm -rf -- "$REPLICA_DATA" || return 1
+  elif [[ -d $REPLICA_DATA && ! -f $REPLICA_DATA/standby.signal ]]; then
+    log "replica: removing incomplete clone $REPLICA_DATA"
+    rm -rf -- "$REPLICA_DATA" || return 1
+  fi
+  if [[ ! -d $REPLICA_DATA ]]; then
+    log "replica: cloning $(postgres_addr) into $REPLICA_DATA (pg_basebackup -R)"
+    if ! as_pg "$PG_BIN/pg_basebackup" -d "host=$PG_HOST port=$PG_PORT user=postgres sslmode=disable" \
+      -D "$REPLICA_DATA" -R -X stream -c fast >"$REPLICA_DIR/basebackup.log" 2>&1; then
+      tail_log "$REPLICA_DIR/basebackup.log"
+      rm -rf -- "$REPLICA_DATA"
+      log "replica: pg_basebackup failed"
+      return 1
+    fi
+  fi
+  sockdir=$REPLICA_DIR
+  if ((${#REPLICA_DIR} + ${#REPLICA_PORT} + 10 > 107)); then
+    sockdir=''
+  fi
+  # A hot standby needs max_connections at least the primary's. hot_standby_feedback keeps the
+  # primary's vacuum from removing rows a long report still reads (no "conflict with recovery").
+  opts="-p $REPLICA_PORT -k $(printf '%q' "$sockdir") -c listen_addresses=$PG_HOST"
+  opts+=" -c max_connections=300 -c shared_buffers=128MB -c hot_standby=on -c hot_standby_feedback=on"
+  if ! as_pg "$PG_BIN/pg_ctl" start -D "$REPLICA_DATA" -l "$REPLICA_LOG" -w -t 60 -s -o "$opts" 2>&1 |
+    prefix_lines replica; then
+    tail_log "$REPLICA_LOG"
+    log "replica: pg_ctl start failed"
+    return 1
+  fi
+}
+
+# A standby that can no longer stream (the primary recycled the WAL it needs) never catches
+# up: say so, with the way out.
+replica_provision() {
+  local recovering
+  recovering=$("$PG_BIN/psql" -X -q -tA -d "host=$PG_HOST port=$REPLICA_PORT user=postgres dbname=postgres sslmode=disable connect_timeout=5" \
+    -c "SELECT pg_is_in_recovery()") || die "replica: cannot query $(replica_addr)"
+  [[ $recovering == t ]] || die "replica: $(replica_addr) is not in recovery (promoted?); remove $REPLICA_DATA and run up again"
+  if grep -q 'requested WAL segment .* has already been removed' "$REPLICA_LOG" 2>/dev/null &&
+    ! pg_psql -tAc "SELECT 1 FROM pg_stat_replication WHERE application_name = 'walreceiver'" | grep -q 1; then
+    log "replica: it fell too far behind the primary to stream; run 'scripts/stack.sh down replica'," \
+      "remove $REPLICA_DATA and run up again to clone afresh"
+  fi
+}
+
+replica_stop() {
+  if pg_cluster_running "$REPLICA_DATA"; then
+    as_pg "$PG_BIN/pg_ctl" stop -D "$REPLICA_DATA" -m fast -w -t 60 -s 2>&1 | prefix_lines replica ||
+      die "replica: pg_ctl stop failed (see $REPLICA_LOG)"
   fi
 }
 

@@ -18,10 +18,16 @@ fi
 "$ROOT/scripts/cluster.sh" up
 eval "$("$ROOT/scripts/cluster.sh" env)"
 
-# Each test makes its own database `test_<uuid>`; drop those an earlier run left behind.
+# Each test makes its own database `test_<uuid>` (kept while the run lasts, for a failure's
+# post-mortem); drop those an earlier run left behind, and this run's when it ends, so the
+# stack's disk (and its replica's, which copies every database) does not grow run after run.
+drop_test_databases() {
+  psql "$DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'" |
+    while read -r db; do psql "$DATABASE_URL" -qc "DROP DATABASE \"$db\" WITH (FORCE)"; done
+}
 say "dropping test databases of earlier runs"
-psql "$DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'test\_%'" |
-  while read -r db; do psql "$DATABASE_URL" -qc "DROP DATABASE \"$db\" WITH (FORCE)"; done
+drop_test_databases
+on_exit 'say "dropping this run'"'"'s test databases"; drop_test_databases'
 
 # The container images (release binaries on a distroless-like runtime; the sandbox image; the
 # chart's development stack, from Debian packages and the stack's pins); the images suite checks
@@ -52,6 +58,9 @@ export ORDER_PLATFORM_SCHEMATHESIS
 # provider: Dex, built once from its Go module pinned in tools/dex.
 ORDER_PLATFORM_DEX=$("$ROOT/scripts/dex.sh" path)
 export ORDER_PLATFORM_DEX
+
+# The read-replica tests (order-service/tests/api/replica.rs) use the stack's streaming replica.
+export ORDER_PLATFORM_REPLICA_URL
 
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"

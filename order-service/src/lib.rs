@@ -10,6 +10,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod outbox;
+pub mod replica;
 pub mod retention;
 pub mod saga;
 pub mod sinks;

@@ -83,6 +83,14 @@ pub struct SagaLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadLabels {
+    /// `list` or `report`.
+    pub kind: &'static str,
+    /// `replica`, `primary` or `refused`.
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ThrottleLabels {
     /// `subject` (a token's) or `address` (no valid token).
     pub caller: &'static str,
@@ -110,6 +118,9 @@ pub struct Metrics {
     steps: Family<StepLabels, Counter>,
     sagas: SagaHistograms,
     throttled: Family<ThrottleLabels, Counter>,
+    replica_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    replica_up: Gauge,
+    reads: Family<ReadLabels, Counter>,
 }
 
 impl Metrics {
@@ -230,6 +241,15 @@ impl Metrics {
             "Requests refused with 429 by the rate limits, by kind of caller key",
             throttled.clone(),
         );
+        // Registered by `with_replica` only: without a replica there is nothing to alert on.
+        let replica_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let replica_up = Gauge::<i64>::default();
+        let reads = Family::<ReadLabels, Counter>::default();
+        registry.register(
+            "reads",
+            "Reads that may be stale (lists, reports), by where they were served",
+            reads.clone(),
+        );
         Self {
             registry,
             requests,
@@ -248,7 +268,37 @@ impl Metrics {
             steps,
             sagas,
             throttled,
+            replica_lag,
+            replica_up,
+            reads,
         }
+    }
+
+    /// Adds the read replica's gauges (a service configured with one).
+    pub fn with_replica(mut self) -> Self {
+        self.registry.register(
+            "replica_lag_seconds",
+            "How far the read replica is behind the primary (the age of the oldest WAL it has \
+             not replayed); 0 while it is down: see replica_up",
+            self.replica_lag.clone(),
+        );
+        self.registry.register(
+            "replica_up",
+            "1 while the read replica answers, 0 while it does not",
+            self.replica_up.clone(),
+        );
+        self
+    }
+
+    /// The replica's lag, or `None` while it does not answer.
+    pub fn replica_lag(&self, lag: Option<std::time::Duration>) {
+        self.replica_up.set(i64::from(lag.is_some()));
+        self.replica_lag
+            .set(lag.map_or(0.0, |lag| lag.as_secs_f64()));
+    }
+
+    pub fn read_routed(&self, kind: &'static str, source: &'static str) {
+        self.reads.get_or_create(&ReadLabels { kind, source }).inc();
     }
 
     pub fn throttled(&self, caller: &'static str) {

@@ -19,6 +19,7 @@ use crate::http::{self, AppState, HttpLimits};
 use crate::metrics::Metrics;
 use crate::outbox::sink::Sink;
 use crate::outbox::{Relay, RelayConfig};
+use crate::replica::{Reads, ReplicaConfig, ReplicaMonitor};
 use crate::retention::{Retention, RetentionConfig};
 use crate::saga::worker::SagaRunner;
 use crate::sinks::{Projections, SinksConfig};
@@ -27,6 +28,8 @@ use crate::sinks::{Projections, SinksConfig};
 pub struct ServeConfig {
     #[command(flatten)]
     pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub replica: ReplicaConfig,
     #[command(flatten)]
     pub sinks: SinksConfig,
     #[command(flatten)]
@@ -69,6 +72,8 @@ pub struct Application {
     saga: Option<Arc<SagaRunner>>,
     run_saga: bool,
     retention: Option<Arc<Retention>>,
+    replica: Option<Arc<ReplicaMonitor>>,
+    reads: Reads,
     access: Arc<Access>,
     shutdown_timeout: Duration,
 }
@@ -87,7 +92,11 @@ impl Application {
 
     /// As [`Self::build`], with a pool the caller made (tests share one per database).
     pub async fn with_pool(config: &ServeConfig, pool: PgPool) -> anyhow::Result<Self> {
-        let metrics = Arc::new(Metrics::new(config.database.db_max_connections));
+        let mut metrics = Metrics::new(config.database.db_max_connections);
+        if config.replica.database_read_url.is_some() {
+            metrics = metrics.with_replica();
+        }
+        let metrics = Arc::new(metrics);
         // Before binding: without a usable issuer (or an explicit --auth-disabled), no serving.
         let access =
             Arc::new(Access::build(&config.auth, &config.rate_limit, metrics.clone()).await?);
@@ -132,8 +141,35 @@ impl Application {
                 metrics.clone(),
             ))
         });
+        let (reads, replica) = match &config.replica.database_read_url {
+            None => (Reads::primary_only(pool.clone(), metrics.clone()), None),
+            Some(url) => {
+                // Its own pool: reports and lists never wait for (or take) the primary's
+                // connections, and the same statement bound as the API's.
+                let replica_pool = db::pool(
+                    api_connect_options(url, config.request_timeout),
+                    config.replica.db_read_max_connections,
+                    config.database.db_acquire_timeout,
+                );
+                let monitor = Arc::new(ReplicaMonitor::new(
+                    pool.clone(),
+                    replica_pool.clone(),
+                    &config.replica,
+                    metrics.clone(),
+                ));
+                let reads = Reads::with_replica(
+                    pool.clone(),
+                    replica_pool,
+                    monitor.subscribe(),
+                    config.replica.clone(),
+                    metrics.clone(),
+                );
+                (reads, Some(monitor))
+            }
+        };
         let state = AppState {
             pool: pool.clone(),
+            reads: reads.clone(),
             metrics,
             sinks,
             projections,
@@ -155,6 +191,8 @@ impl Application {
             saga,
             run_saga: config.saga.saga_workers,
             retention,
+            replica,
+            reads,
             access,
             shutdown_timeout: config.shutdown_timeout,
         })
@@ -194,6 +232,9 @@ impl Application {
         }
         if let Some(retention) = &self.retention {
             background.spawn(retention.clone().run(stopping.clone()));
+        }
+        if let Some(replica) = &self.replica {
+            background.spawn(replica.clone().run(stopping.clone()));
         }
         for task in self.access.background(&stopping) {
             background.spawn(task);
@@ -243,6 +284,7 @@ impl Application {
             background.abort_all();
         }
         self.pool.close().await;
+        self.reads.close().await;
         tracing::info!("stopped");
         Ok(())
     }

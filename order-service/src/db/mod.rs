@@ -6,6 +6,8 @@ pub mod create;
 pub mod idempotency;
 pub mod orders;
 pub mod outbox;
+pub mod replica;
+pub mod reports;
 pub mod retention;
 pub mod sagas;
 pub mod schema;
@@ -43,7 +45,7 @@ pub(crate) fn interval(duration: Duration) -> PgInterval {
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
     /// PostgreSQL URL, e.g. `postgres://user:password@127.0.0.1:5432/orders`.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = DatabaseUrlParser)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = DatabaseUrlParser("DATABASE_URL / --database-url"))]
     pub database_url: PgConnectOptions,
     /// Most connections the pool opens.
     #[arg(long, env = "ORDER_SERVICE_DB_MAX_CONNECTIONS", default_value_t = 16)]
@@ -53,10 +55,11 @@ pub struct DatabaseConfig {
     pub db_acquire_timeout: Duration,
 }
 
-/// Parses the database URL. A plain `value_parser` function would have clap repeat the bad
-/// value in its error, and a URL may hold a password, so the error is built here instead.
+/// Parses a database URL (named by the field: variable and flag). A plain `value_parser`
+/// function would have clap repeat the bad value in its error, and a URL may hold a password,
+/// so the error is built here instead.
 #[derive(Debug, Clone, Copy)]
-struct DatabaseUrlParser;
+pub(crate) struct DatabaseUrlParser(pub &'static str);
 
 impl clap::builder::TypedValueParser for DatabaseUrlParser {
     type Value = PgConnectOptions;
@@ -73,8 +76,11 @@ impl clap::builder::TypedValueParser for DatabaseUrlParser {
             .ok_or_else(|| {
                 clap::Error::raw(
                     clap::error::ErrorKind::ValueValidation,
-                    "DATABASE_URL / --database-url is not a PostgreSQL URL \
-                     (postgres://user:password@host:port/database); the value is not shown because it may hold a password\n",
+                    format!(
+                        "{} is not a PostgreSQL URL (postgres://user:password@host:port/database); \
+                         the value is not shown because it may hold a password\n",
+                        self.0
+                    ),
                 )
             })
     }

@@ -67,6 +67,10 @@ pub enum ApiError {
     Timeout(std::time::Duration),
     #[error("the status history and statistics are not reachable right now; try again shortly")]
     ProjectionUnavailable(#[source] anyhow::Error),
+    #[error("the read replica is {}s behind the primary, more than this service allows; try again shortly", .0.as_secs())]
+    ReplicaLagging(std::time::Duration),
+    #[error("the read replica is not reachable; try again shortly")]
+    ReplicaUnavailable,
     #[error("the database is not reachable")]
     DatabaseUnavailable(#[source] sqlx::Error),
     #[error("database error")]
@@ -111,6 +115,15 @@ impl From<sqlx::Error> for ApiError {
                 Self::DatabaseUnavailable(error)
             }
             other => Self::Database(other),
+        }
+    }
+}
+
+impl From<crate::replica::Behind> for ApiError {
+    fn from(behind: crate::replica::Behind) -> Self {
+        match behind {
+            crate::replica::Behind::Lagging { lag } => Self::ReplicaLagging(lag),
+            crate::replica::Behind::Unavailable => Self::ReplicaUnavailable,
         }
     }
 }
@@ -228,6 +241,16 @@ impl ApiError {
                 "projection-unavailable",
                 "Projection unavailable",
             ),
+            Self::ReplicaLagging(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "replica-lagging",
+                "Read replica behind",
+            ),
+            Self::ReplicaUnavailable => (
+                S::SERVICE_UNAVAILABLE,
+                "replica-unavailable",
+                "Read replica unavailable",
+            ),
             Self::DatabaseUnavailable(_) => (
                 S::SERVICE_UNAVAILABLE,
                 "database-unavailable",
@@ -343,6 +366,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_replica_behind_is_a_503_naming_the_lag_only() {
+        let lagging = ApiError::from(crate::replica::Behind::Lagging {
+            lag: std::time::Duration::from_millis(31_500),
+        });
+        let response = lagging.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let problem = ApiError::ReplicaLagging(std::time::Duration::from_millis(31_500)).problem();
+        assert_eq!(problem.type_, format!("{PROBLEM_BASE}replica-lagging"));
+        assert!(problem.detail.contains("31s behind"), "{}", problem.detail);
+        let down = ApiError::from(crate::replica::Behind::Unavailable).problem();
+        assert_eq!(down.type_, format!("{PROBLEM_BASE}replica-unavailable"));
+    }
+
+    #[test]
     fn problem_types_are_distinct_per_variant() {
         let errors = [
             ApiError::Validation(vec![]),
@@ -368,6 +406,8 @@ mod tests {
             ApiError::Forbidden("x"),
             ApiError::RateLimited { retry_after: 1 },
             ApiError::ProjectionUnavailable(anyhow::anyhow!("x")),
+            ApiError::ReplicaLagging(std::time::Duration::from_secs(30)),
+            ApiError::ReplicaUnavailable,
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
         let mut types: Vec<_> = errors.iter().map(|e| e.problem().type_).collect();

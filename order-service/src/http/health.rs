@@ -26,8 +26,12 @@ pub fn router() -> Router<AppState> {
 /// goes to the log, never to the public port.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Check {
-    /// `ok` or `failed`; `disabled` for `auth` when the service runs without authentication.
+    /// `ok` or `failed`; `disabled` for `auth` when the service runs without authentication;
+    /// `lagging` for `replica` when it is further behind than allowed.
     pub status: &'static str,
+    /// For `replica`: how far it is behind the primary, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
     #[serde(skip)]
     pub detail: Option<String>,
 }
@@ -38,6 +42,23 @@ pub struct Readiness {
     /// `not_ready`.
     pub status: &'static str,
     pub checks: BTreeMap<&'static str, Check>,
+}
+
+/// The read replica's check, from the monitor's last reading (no query here): lagging or
+/// down makes the service `degraded`, never not ready: reads fall back or are refused, as
+/// configured, and orders are taken as ever.
+fn replica_check(state: &AppState) -> Option<Check> {
+    use crate::replica::ReplicaState;
+    let (replica, max_lag) = state.reads.replica()?;
+    Some(match replica {
+        ReplicaState::Up { lag } => Check {
+            status: if lag <= max_lag { "ok" } else { "lagging" },
+            lag_seconds: Some(lag.as_secs_f64()),
+            detail: None,
+        },
+        ReplicaState::Down => failed("not answering (see the replica monitor's log)".into()),
+        ReplicaState::Unknown => failed("not measured yet".into()),
+    })
 }
 
 /// The liveness answer.
@@ -57,7 +78,8 @@ pub(crate) async fn livez() -> Json<Liveness> {
 /// Readiness: PostgreSQL answers and its schema is at (or, during a rolling upgrade, past) the
 /// newest migration in this binary. DynamoDB and Kafka are reported too; their outage makes
 /// the service `degraded` (still 200: writes go on and queue in the outbox) unless
-/// `--readiness-requires-sinks` is set. `auth` shows whether bearer tokens are required
+/// `--readiness-requires-sinks` is set. With a read replica configured, `replica` shows its
+/// lag; lagging or down makes the service `degraded`, never not ready. `auth` shows whether bearer tokens are required
 /// (`ok`) or authentication is `disabled`.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "`ready` or `degraded`", body = Readiness),
@@ -80,10 +102,13 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
         .into_iter()
         .filter_map(|(name, check)| check.map(|c| (name, c)))
         .collect();
+    let replica = replica_check(&state);
     let sinks_ok = sinks.iter().all(|(_, c)| c.status == "ok");
+    let replica_ok = replica.as_ref().is_none_or(|c| c.status == "ok");
 
     let mut checks = BTreeMap::from([("postgres", postgres), ("schema", schema)]);
     checks.extend(sinks);
+    checks.extend(replica.map(|c| ("replica", c)));
     for (name, check) in &checks {
         if check.status != "ok" {
             tracing::warn!(
@@ -102,13 +127,17 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<R
             } else {
                 "disabled"
             },
+            lag_seconds: None,
             detail: None,
         },
     );
-    let (status, label) = match (core_ok, sinks_ok) {
-        (true, true) => (StatusCode::OK, "ready"),
-        (true, false) if !state.readiness_requires_sinks => (StatusCode::OK, "degraded"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+    let (status, label) = match (core_ok, sinks_ok, replica_ok) {
+        (true, true, true) => (StatusCode::OK, "ready"),
+        (true, false, _) if state.readiness_requires_sinks => {
+            (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+        }
+        (true, _, _) => (StatusCode::OK, "degraded"),
+        (false, _, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
     };
     (
         status,
@@ -164,6 +193,7 @@ fn schema_check(applied: Option<i64>, expected: i64) -> Check {
 fn ok(detail: Option<String>) -> Check {
     Check {
         status: "ok",
+        lag_seconds: None,
         detail,
     }
 }
@@ -171,6 +201,7 @@ fn ok(detail: Option<String>) -> Check {
 fn failed(reason: String) -> Check {
     Check {
         status: "failed",
+        lag_seconds: None,
         detail: Some(reason),
     }
 }

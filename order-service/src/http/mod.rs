@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod orders;
 pub mod projections;
+pub mod reports;
 pub mod responses;
 pub mod sagas;
 
@@ -34,7 +35,10 @@ use crate::sinks::Projections;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// The primary: writes, reads by id, everything transactional.
     pub pool: PgPool,
+    /// Where reads that may be stale go (lists, reports): the read replica when configured.
+    pub reads: crate::replica::Reads,
     pub metrics: Arc<Metrics>,
     /// Sinks every change gets a delivery row for.
     pub sinks: Arc<[Sink]>,
@@ -64,6 +68,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let api = Router::new()
         .merge(orders::router())
         .merge(projections::router())
+        .merge(reports::router())
         .route_layer(middleware::from_fn_with_state(
             state.access.clone(),
             crate::auth::guard,

@@ -34,6 +34,8 @@ use super::AppState;
         super::orders::cancel_order,
         super::projections::order_history,
         super::projections::status_stats,
+        super::reports::sales_report,
+        super::reports::top_products_report,
         super::health::livez,
         super::health::readyz,
         super::metrics::scrape,
@@ -57,6 +59,7 @@ use super::AppState;
     tags(
         (name = "orders", description = "Create, read, list and move orders through their lifecycle"),
         (name = "stats", description = "Counters summed from the DynamoDB projection"),
+        (name = "reports", description = "Sales and best-selling products from PostgreSQL, served by the read replica when one is configured (staff only)"),
         (name = "health", description = "Probes and metrics"),
     )
 )]

@@ -30,6 +30,7 @@ use crate::domain::{
     MAX_ITEMS, SKU_MAX,
 };
 use crate::outbox::envelope::EventEnvelope;
+use crate::replica::ReadKind;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 pub fn router() -> Router<AppState> {
@@ -428,7 +429,8 @@ pub(crate) async fn list_orders(
         created_after: query.created_after,
         created_before: query.created_before,
     };
-    let mut conn = state.pool.acquire().await?;
+    // Lists may be a moment stale: the read replica serves them while it is close enough.
+    let mut conn = state.reads.pool_for(ReadKind::List)?.acquire().await?;
     // One extra row tells whether there is a next page without a count query.
     let mut items = db::orders::list(&mut conn, &filter, after, i64::from(limit) + 1).await?;
     let next_cursor = if items.len() > limit as usize {

@@ -138,9 +138,10 @@ problem_response!(
 );
 problem_response!(
     ServiceUnavailable,
-    "`database-unavailable`, `timeout` (the request outlived the service's limit) or \
-     `projection-unavailable` (history and stats: DynamoDB not configured or not answering). \
-     Retry after `Retry-After` seconds.",
+    "`database-unavailable`, `timeout` (the request outlived the service's limit), \
+     `projection-unavailable` (history and stats: DynamoDB not configured or not answering), or \
+     `replica-lagging` / `replica-unavailable` (reports, and lists when so configured: the read \
+     replica is further behind than allowed, or down). Retry after `Retry-After` seconds.",
     |response| response.header(
         "Retry-After",
         HeaderBuilder::new()

@@ -163,15 +163,13 @@ async fn a_customer_sees_and_changes_only_their_own_orders() {
         .await
         .unwrap();
     forbidden(confirm).await;
-    forbidden(
-        get(
-            &app,
-            Some(&alice),
-            "/v1/stats/status?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
-        )
-        .await,
-    )
-    .await;
+    for path in [
+        "/v1/stats/status?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
+        "/v1/reports/sales?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
+        "/v1/reports/top-products?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
+    ] {
+        forbidden(get(&app, Some(&alice), path).await).await;
+    }
     let response = post(
         &app,
         &alice,
@@ -215,6 +213,17 @@ async fn staff_read_every_order_and_change_statuses() {
         .await
         .unwrap();
     assert_eq!(confirmed.status(), StatusCode::OK);
+    // The reports cover every customer: staff read them.
+    let report: Value = get(
+        &app,
+        Some(&staff),
+        "/v1/reports/top-products?from=2000-01-01T00:00:00Z&to=2000-12-31T00:00:00Z",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(report["products"], json!([]));
 
     let staff_subject = dex::claims(&staff)["sub"].as_str().unwrap().to_owned();
     let alice_subject = dex::claims(&alice)["sub"].as_str().unwrap().to_owned();

@@ -17,6 +17,8 @@ mod outage;
 mod participants;
 mod participants_tls;
 mod projections;
+mod replica;
+mod reports;
 mod retention;
 mod saga;
 mod servers;
