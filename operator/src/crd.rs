@@ -63,7 +63,7 @@ pub struct OrderPlatformSpec {
     /// `kafka.securitySecretRef` are overridden by an entry here of the same name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = Rule::new(RESERVED_ENV_RULE).message("env may not set a variable the operator sets (DATABASE_URL, ORDER_SERVICE_*, KAFKA_BOOTSTRAP_SERVERS, AWS_REGION, DYNAMODB_ENDPOINT from the spec): use the spec field instead"))]
+    #[x_kube(validation = Rule::new(RESERVED_ENV_RULE).message("env may not set a variable the operator sets (DATABASE_URL, DATABASE_READ_URL, ORDER_SERVICE_*, KAFKA_BOOTSTRAP_SERVERS, AWS_REGION, DYNAMODB_ENDPOINT from the spec): use the spec field instead"))]
     pub env: Vec<EnvVar>,
     /// The service account of the service pods (and of the migration Job), e.g. one annotated
     /// for IRSA so the service reaches DynamoDB without a credentials Secret. Default: the
@@ -147,6 +147,7 @@ fn default_replicas() -> i32 {
 /// pods doing another). A unit test checks this covers every name the builders write.
 pub const RESERVED_ENV: &[&str] = &[
     "DATABASE_URL",
+    "DATABASE_READ_URL",
     "ORDER_SERVICE_ADDR",
     "ORDER_SERVICE_LOG_FORMAT",
     "ORDER_SERVICE_SINKS",
@@ -178,7 +179,7 @@ pub const RESERVED_ENV: &[&str] = &[
 ];
 
 /// The CEL form of [`RESERVED_ENV`] (a test keeps the two equal).
-const RESERVED_ENV_RULE: &str = "self.all(e, !(e.name in ['DATABASE_URL', 'ORDER_SERVICE_ADDR', 'ORDER_SERVICE_LOG_FORMAT', 'ORDER_SERVICE_SINKS', 'ORDER_SERVICE_TABLE_PREFIX', 'ORDER_SERVICE_HISTORY_RETENTION_DAYS', 'ORDER_SERVICE_EVENTS_TOPIC', 'ORDER_SERVICE_CUSTOMER_URL', 'ORDER_SERVICE_INVENTORY_URL', 'ORDER_SERVICE_PAYMENT_URL', 'ORDER_SERVICE_PARTICIPANT_TIMEOUT', 'ORDER_SERVICE_PARTICIPANT_RETRIES', 'ORDER_SERVICE_BREAKER_FAILURES', 'ORDER_SERVICE_PARTICIPANT_CONCURRENCY', 'ORDER_SERVICE_PARTICIPANT_CA_PEM', 'ORDER_SERVICE_AUTH_DISABLED', 'ORDER_SERVICE_AUTH_ISSUER', 'ORDER_SERVICE_AUTH_AUDIENCE', 'ORDER_SERVICE_AUTH_ALGORITHMS', 'ORDER_SERVICE_AUTH_ROLES_CLAIM', 'ORDER_SERVICE_AUTH_STAFF_ROLE', 'ORDER_SERVICE_AUTH_CUSTOMER_CLAIM', 'ORDER_SERVICE_AUTH_SCOPES_CLAIM', 'ORDER_SERVICE_RATE_LIMIT_PER_SECOND', 'ORDER_SERVICE_RATE_LIMIT_BURST', 'ORDER_SERVICE_SHUTDOWN_TIMEOUT', 'KAFKA_BOOTSTRAP_SERVERS', 'AWS_REGION', 'DYNAMODB_ENDPOINT']))";
+const RESERVED_ENV_RULE: &str = "self.all(e, !(e.name in ['DATABASE_URL', 'DATABASE_READ_URL', 'ORDER_SERVICE_ADDR', 'ORDER_SERVICE_LOG_FORMAT', 'ORDER_SERVICE_SINKS', 'ORDER_SERVICE_TABLE_PREFIX', 'ORDER_SERVICE_HISTORY_RETENTION_DAYS', 'ORDER_SERVICE_EVENTS_TOPIC', 'ORDER_SERVICE_CUSTOMER_URL', 'ORDER_SERVICE_INVENTORY_URL', 'ORDER_SERVICE_PAYMENT_URL', 'ORDER_SERVICE_PARTICIPANT_TIMEOUT', 'ORDER_SERVICE_PARTICIPANT_RETRIES', 'ORDER_SERVICE_BREAKER_FAILURES', 'ORDER_SERVICE_PARTICIPANT_CONCURRENCY', 'ORDER_SERVICE_PARTICIPANT_CA_PEM', 'ORDER_SERVICE_AUTH_DISABLED', 'ORDER_SERVICE_AUTH_ISSUER', 'ORDER_SERVICE_AUTH_AUDIENCE', 'ORDER_SERVICE_AUTH_ALGORITHMS', 'ORDER_SERVICE_AUTH_ROLES_CLAIM', 'ORDER_SERVICE_AUTH_STAFF_ROLE', 'ORDER_SERVICE_AUTH_CUSTOMER_CLAIM', 'ORDER_SERVICE_AUTH_SCOPES_CLAIM', 'ORDER_SERVICE_RATE_LIMIT_PER_SECOND', 'ORDER_SERVICE_RATE_LIMIT_BURST', 'ORDER_SERVICE_SHUTDOWN_TIMEOUT', 'KAFKA_BOOTSTRAP_SERVERS', 'AWS_REGION', 'DYNAMODB_ENDPOINT']))";
 
 /// How a rollout replaces pods.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -289,6 +290,12 @@ fn default_max_unavailable() -> i32 {
 pub struct DatabaseSpec {
     /// The Secret (in this namespace) whose key holds the PostgreSQL URL.
     pub secret_ref: SecretKeyRef,
+    /// The Secret (in this namespace) whose key (default `DATABASE_URL`) holds the URL of a
+    /// streaming read replica of that database. Order lists and the reports read from it while
+    /// it is close enough behind (the service's `DATABASE_READ_URL`); tune with
+    /// `ORDER_SERVICE_REPLICA_*` and `ORDER_SERVICE_*_WHEN_REPLICA_BEHIND` in `env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_replica_secret_ref: Option<SecretKeyRef>,
     /// The migration Job that runs before a new image rolls out.
     #[serde(default)]
     pub migrations: MigrationsSpec,

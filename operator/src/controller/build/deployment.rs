@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    child_meta, container_security, labels, pod_placement, secret_env, selector_labels, shutdown,
-    Revision, CONTAINER_NAME, CONTAINER_PORT,
+    child_meta, container_security, env_from_secret, labels, pod_placement, secret_env,
+    selector_labels, shutdown, Revision, CONTAINER_NAME, CONTAINER_PORT, DATABASE_READ_ENV,
 };
 use crate::crd::OrderPlatform;
 
@@ -79,6 +79,13 @@ fn participant_ca_env(platform: &OrderPlatform) -> Option<EnvVar> {
 pub fn build_deployment(platform: &OrderPlatform, revision: &Revision) -> Deployment {
     let spec = &platform.spec;
     let (mut env, mut env_from) = secret_env(platform, &revision.database);
+    // The service alone reads from the replica (migrations run on the primary).
+    env.extend(
+        spec.database
+            .read_replica_secret_ref
+            .as_ref()
+            .map(|replica| env_from_secret(DATABASE_READ_ENV, replica)),
+    );
     env.extend(participant_ca_env(platform));
     env.extend(spec.env.iter().cloned());
     env_from.insert(
@@ -254,6 +261,55 @@ mod tests {
             (selector.name.as_str(), selector.key.as_str()),
             ("shop-ca", "ca.crt")
         );
+    }
+
+    #[test]
+    fn a_read_replica_secret_becomes_the_services_read_url() {
+        let env_of = |platform: &OrderPlatform| {
+            deployment(platform)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .containers[0]
+                .env
+                .clone()
+                .unwrap_or_default()
+        };
+        let read = |env: &[EnvVar]| env.iter().find(|e| e.name == "DATABASE_READ_URL").cloned();
+        assert!(read(&env_of(&OrderPlatform::test())).is_none());
+        let mut platform = OrderPlatform::test();
+        platform.spec.database.read_replica_secret_ref = Some(
+            serde_json::from_value(serde_json::json!({"name": "orders-replica", "key": "URL"}))
+                .unwrap(),
+        );
+        let selector = read(&env_of(&platform))
+            .expect("DATABASE_READ_URL")
+            .value_from
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!(
+            (
+                selector.name.as_str(),
+                selector.key.as_str(),
+                selector.optional
+            ),
+            ("orders-replica", "URL", Some(false))
+        );
+        // Migrations run on the primary only.
+        let revision = Revision::desired(&platform, "shop-config-0".into());
+        let job = crate::controller::build::build_migration_job(
+            &platform,
+            &revision,
+            &revision.migration_key(&platform),
+        );
+        let job_env = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap_or_default();
+        assert!(read(&job_env).is_none());
     }
 
     #[test]

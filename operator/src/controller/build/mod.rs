@@ -39,6 +39,8 @@ pub const CONTAINER_PORT: i32 = 8080;
 pub const CONTAINER_NAME: &str = "order-service";
 /// The variable holding the PostgreSQL URL, from the database Secret.
 pub const DATABASE_ENV: &str = "DATABASE_URL";
+/// The variable holding the read replica's URL, from `spec.database.readReplicaSecretRef`.
+pub const DATABASE_READ_ENV: &str = "DATABASE_READ_URL";
 /// Label naming the migration a Job runs ([`Revision::migration_key`]).
 pub const MIGRATION_LABEL: &str = "platform.orders.dev/migration";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
@@ -129,18 +131,7 @@ pub fn secret_env(
     database: &SecretKeyRef,
 ) -> (Vec<EnvVar>, Vec<EnvFromSource>) {
     let spec = &platform.spec;
-    let env = vec![EnvVar {
-        name: DATABASE_ENV.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: database.name.clone(),
-                key: database.key.clone(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
+    let env = vec![env_from_secret(DATABASE_ENV, database)];
     let env_from = [
         &spec.dynamodb.credentials_secret_ref,
         &spec.kafka.security_secret_ref,
@@ -156,6 +147,22 @@ pub fn secret_env(
     })
     .collect();
     (env, env_from)
+}
+
+/// A variable from a Secret's key, which must exist.
+pub fn env_from_secret(name: &str, secret: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.name.clone(),
+                key: secret.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// `None` for an empty list, so an unset field stays unset in the applied object.
