@@ -10,7 +10,11 @@
 # rate for long: its backlog, not the retention, would set the outbox's size). With --auth the
 # service validates bearer tokens: a local Dex (scripts/dex.sh) is started as the issuer on
 # BENCH_DEX_PORT, one staff token is fetched with the password grant and every request of the
-# bench carries it; without it the service runs with authentication off and says so.
+# bench carries it; without it the service runs with authentication off and says so. With
+# --reports (e.g. `make bench ARGS="--reports --duration 20s"`) it runs the reporting benchmark:
+# a second service, reading its reports from the stack's read replica, is started on
+# BENCH_REPLICA_ADDR, and the bench runs creates alone, then with --report-clients (4) asking
+# the first service (reports from the primary) for reports, then the second (from the replica).
 set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
@@ -94,8 +98,13 @@ addr=${BENCH_ADDR:-127.0.0.1:18080}
 log="$ROOT/target/bench/service.log"
 bench_args=()
 auth=false
+reports=false
 for arg in "$@"; do
-  if [ "$arg" = --auth ]; then auth=true; else bench_args+=("$arg"); fi
+  case $arg in
+    --auth) auth=true ;;
+    --reports) reports=true ;;
+    *) bench_args+=("$arg") ;;
+  esac
 done
 if [[ " $* " == *" --saga-rate "* ]]; then
   participants=${BENCH_PARTICIPANTS_ADDR:-127.0.0.1:18090}
@@ -121,4 +130,22 @@ service=$!
 on_exit 'kill -TERM "$service" 2>/dev/null && wait "$service"'
 
 wait_for "the service" "http://$addr/readyz" "$service" "$log"
+if $reports; then
+  # The same service and database, its reports (and lists) read from the replica's copy.
+  replica_addr=${BENCH_REPLICA_ADDR:-127.0.0.1:18081}
+  replica_log="$ROOT/target/bench/service-replica.log"
+  DATABASE_READ_URL="${ORDER_PLATFORM_REPLICA_URL%/*}/$bench_db" ORDER_SERVICE_LOG=warn \
+    "$bin" serve --addr "$replica_addr" --retention false --relay false --saga-workers false 2>"$replica_log" &
+  replica_service=$!
+  on_exit 'kill -TERM "$replica_service" 2>/dev/null && wait "$replica_service"'
+  wait_for "the service reading the replica" "http://$replica_addr/readyz" "$replica_service" "$replica_log"
+  say "waiting for the replica to serve the bench database (up to 30 s)"
+  for _ in $(seq 1 300); do
+    curl -fsS "http://$replica_addr/readyz" | grep -q '"replica":{"status":"ok"' && break
+    sleep 0.1
+  done
+  curl -fsS "http://$replica_addr/readyz" | grep -q '"replica":{"status":"ok"' ||
+    { cat "$replica_log" >&2; echo "bench: the replica does not serve $bench_db" >&2; exit 1; }
+  bench_args+=(--reports-primary-url "http://$addr" --reports-replica-url "http://$replica_addr")
+fi
 "$bin" bench --url "http://$addr" "${bench_args[@]}"

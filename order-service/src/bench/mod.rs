@@ -4,6 +4,7 @@
 //! Figures are printed, never asserted: targets live in `docs/performance.md`.
 
 mod participants;
+mod reports;
 mod saga;
 mod soak;
 
@@ -80,6 +81,17 @@ pub struct BenchConfig {
     /// once and shared by the clients. `make bench ARGS="--auth"` gets one from a local Dex.
     #[arg(long, env = "ORDER_SERVICE_BENCH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Run the reporting benchmark instead: creates at `--clients` alone, then while
+    /// `--report-clients` request the reports from the service at this URL (reading them from
+    /// the primary), then from the one at `--reports-replica-url` (reading the replica).
+    #[arg(long, requires = "reports_replica_url")]
+    pub reports_primary_url: Option<String>,
+    /// The service that reads the reports from the read replica (see `--reports-primary-url`).
+    #[arg(long, requires = "reports_primary_url")]
+    pub reports_replica_url: Option<String>,
+    /// Clients requesting reports in the reporting benchmark, in a closed loop.
+    #[arg(long, default_value_t = 4)]
+    pub report_clients: usize,
     /// Time between soak reports.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub report_every: Duration,
@@ -100,10 +112,15 @@ impl PhaseResult {
     }
 
     fn print(&self) {
+        self.print_as(self.name, 16);
+    }
+
+    /// One row of the figures table, `name` padded to `width`.
+    fn print_as(&self, name: &str, width: usize) {
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
         println!(
-            "{:<16} {:>9} {:>7} {:>10.1} {:>8.2} {:>8.2} {:>8.2}",
-            self.name,
+            "{:<width$} {:>9} {:>7} {:>10.1} {:>8.2} {:>8.2} {:>8.2}",
+            name,
             self.ok,
             self.errors,
             self.rate(),
@@ -146,6 +163,11 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     }
     if let Some(rate) = config.saga_rate {
         return saga::run(&config, rate).await;
+    }
+    if let (Some(primary), Some(replica)) =
+        (&config.reports_primary_url, &config.reports_replica_url)
+    {
+        return reports::run(&config, primary, replica).await;
     }
     let base = config.url.trim_end_matches('/').to_owned();
     let http = ready_client(&base, config.clients, config.token.as_deref()).await?;
