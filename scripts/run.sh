@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make run`: the platform locally. Brings the stack up, provisions it with
+# `make run`: the platform locally. Brings the stack up (with its read replica, which serves
+# the order lists and reports), provisions it with
 # `order-operator apply -f examples/local.yaml` (DynamoDB tables, Kafka topic, PostgreSQL
 # migrations), serves the API on ORDER_SERVICE_ADDR (default 127.0.0.1:8080) until Ctrl-C, then
 # stops what it started.
@@ -18,6 +19,8 @@ say "provisioning: order-operator apply -f examples/local.yaml"
 "$CARGO_TARGET_DIR/debug/order-operator" apply -f examples/local.yaml \
   --dynamodb-endpoint "$DYNAMODB_ENDPOINT" --kafka-bootstrap-servers "$KAFKA_BOOTSTRAP_SERVERS"
 export ORDER_SERVICE_ADDR=${ORDER_SERVICE_ADDR:-127.0.0.1:8080}
+# Lists and reports read from the stack's streaming replica, as they would in production.
+export DATABASE_READ_URL=${DATABASE_READ_URL:-$ORDER_PLATFORM_REPLICA_URL}
 # Authentication is on by default in the service; locally it is off unless an issuer is given
 # (ORDER_SERVICE_AUTH_ISSUER and ORDER_SERVICE_AUTH_AUDIENCE), and this says so loudly.
 if [ -z "${ORDER_SERVICE_AUTH_ISSUER:-}" ]; then
