@@ -170,7 +170,22 @@ fn sample(metrics: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name} in\n{metrics}"))
 }
 
-const SALES: &str = "/v1/reports/sales?from=2000-01-01T00:00:00Z&to=2000-12-01T00:00:00Z";
+/// Reads that may be stale of this kind served from this source, per the metrics.
+fn reads(metrics: &str, kind: &str, source: &str) -> f64 {
+    sample(
+        metrics,
+        &format!("order_service_reads_total{{kind=\"{kind}\",source=\"{source}\"}}"),
+    )
+}
+
+/// The sales report of a year with no orders.
+async fn sales(app: &TestApp) -> reqwest::Response {
+    app.client
+        .get(app.url("/v1/reports/sales?from=2000-01-01T00:00:00Z&to=2000-12-01T00:00:00Z"))
+        .send()
+        .await
+        .expect("request")
+}
 
 #[tokio::test]
 async fn lists_come_from_the_replica_and_a_read_by_id_after_a_create_from_the_primary() {
@@ -199,29 +214,11 @@ async fn lists_come_from_the_replica_and_a_read_by_id_after_a_create_from_the_pr
     let (status, ids, _) = listed(&app).await;
     assert_eq!(status, StatusCode::OK);
     assert!(ids.contains(&first) && !ids.contains(&second), "{ids:?}");
-    let report: Value = app
-        .client
-        .get(app.url(SALES))
-        .send()
-        .await
-        .expect("present")
-        .json()
-        .await
-        .expect("present");
+    let report: Value = sales(&app).await.json().await.expect("JSON body");
     assert_eq!(report["rows"], serde_json::json!([]), "{report}");
     let scraped = metrics(&app).await;
-    assert!(
-        sample(
-            &scraped,
-            "order_service_reads_total{kind=\"list\",source=\"replica\"}"
-        ) >= 2.0
-    );
-    assert!(
-        sample(
-            &scraped,
-            "order_service_reads_total{kind=\"report\",source=\"replica\"}"
-        ) >= 1.0
-    );
+    assert!(reads(&scraped, "list", "replica") >= 2.0);
+    assert!(reads(&scraped, "report", "replica") >= 1.0);
     assert_eq!(sample(&scraped, "order_service_replica_up"), 1.0);
 
     set_replay(true).await;
@@ -260,39 +257,19 @@ async fn a_lagging_replica_sends_lists_to_the_primary_and_refuses_reports_until_
         ids.contains(&id),
         "the list fell back to the primary: {ids:?}"
     );
-    let refused = app
-        .client
-        .get(app.url(SALES))
-        .send()
-        .await
-        .expect("request");
+    let refused = sales(&app).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(refused.headers().contains_key("retry-after"));
     let problem: Value = refused.json().await.expect("JSON body");
     assert_eq!(problem_type(&problem), "replica-lagging", "{problem}");
     let scraped = metrics(&app).await;
-    assert!(
-        sample(
-            &scraped,
-            "order_service_reads_total{kind=\"list\",source=\"primary\"}"
-        ) >= 1.0
-    );
-    assert!(
-        sample(
-            &scraped,
-            "order_service_reads_total{kind=\"report\",source=\"refused\"}"
-        ) >= 1.0
-    );
+    assert!(reads(&scraped, "list", "primary") >= 1.0);
+    assert!(reads(&scraped, "report", "refused") >= 1.0);
 
     set_replay(true).await;
     let ready = wait_for_replica(&app, "ok").await;
     assert_eq!(ready["status"], "ready", "{ready}");
-    let report = app
-        .client
-        .get(app.url(SALES))
-        .send()
-        .await
-        .expect("request");
+    let report = sales(&app).await;
     assert_eq!(report.status(), StatusCode::OK);
 }
 
@@ -330,12 +307,7 @@ async fn with_the_replica_down_lists_read_the_primary_reports_refuse_and_readine
     let (status, ids, _) = listed(&app).await;
     assert_eq!(status, StatusCode::OK);
     assert!(ids.contains(&id));
-    let refused = app
-        .client
-        .get(app.url(SALES))
-        .send()
-        .await
-        .expect("request");
+    let refused = sales(&app).await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     let problem: Value = refused.json().await.expect("JSON body");
     assert_eq!(problem_type(&problem), "replica-unavailable", "{problem}");
@@ -354,12 +326,7 @@ async fn what_lists_and_reports_do_while_the_replica_is_down_is_configurable() {
     let (status, _, problem) = listed(&app).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(problem_type(&problem), "replica-unavailable", "{problem}");
-    let report = app
-        .client
-        .get(app.url(SALES))
-        .send()
-        .await
-        .expect("request");
+    let report = sales(&app).await;
     assert_eq!(report.status(), StatusCode::OK);
 }
 
@@ -373,10 +340,5 @@ async fn without_a_replica_everything_reads_the_primary_and_readiness_has_no_rep
     assert!(ready["checks"].get("replica").is_none(), "{ready}");
     let scraped = metrics(&app).await;
     assert!(!scraped.contains("order_service_replica_up"), "{scraped}");
-    assert!(
-        sample(
-            &scraped,
-            "order_service_reads_total{kind=\"list\",source=\"primary\"}"
-        ) >= 1.0
-    );
+    assert!(reads(&scraped, "list", "primary") >= 1.0);
 }

@@ -186,6 +186,20 @@ mod tests {
     use super::*;
     use crate::controller::build::build_config_map;
 
+    /// The service container's environment.
+    fn service_env(platform: &OrderPlatform) -> Vec<EnvVar> {
+        deployment(platform)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+    }
+
     fn deployment(platform: &OrderPlatform) -> Deployment {
         let config = build_config_map(platform).metadata.name.unwrap();
         let revision = Revision {
@@ -228,24 +242,12 @@ mod tests {
 
     #[test]
     fn the_participants_ca_bundle_comes_from_its_config_map_key() {
-        let env_of = |platform: &OrderPlatform| {
-            deployment(platform)
-                .spec
-                .unwrap()
-                .template
-                .spec
-                .unwrap()
-                .containers[0]
-                .env
-                .clone()
-                .unwrap_or_default()
-        };
         let ca = |env: &[EnvVar]| {
             env.iter()
                 .find(|e| e.name == "ORDER_SERVICE_PARTICIPANT_CA_PEM")
                 .cloned()
         };
-        assert!(ca(&env_of(&OrderPlatform::test())).is_none());
+        assert!(ca(&service_env(&OrderPlatform::test())).is_none());
         let mut platform = OrderPlatform::test();
         platform.spec.participants = Some(
             serde_json::from_value(serde_json::json!({
@@ -255,7 +257,7 @@ mod tests {
             }))
             .unwrap(),
         );
-        let var = ca(&env_of(&platform)).expect("the CA variable");
+        let var = ca(&service_env(&platform)).expect("the CA variable");
         let selector = var.value_from.unwrap().config_map_key_ref.unwrap();
         assert_eq!(
             (selector.name.as_str(), selector.key.as_str()),
@@ -265,26 +267,14 @@ mod tests {
 
     #[test]
     fn a_read_replica_secret_becomes_the_services_read_url() {
-        let env_of = |platform: &OrderPlatform| {
-            deployment(platform)
-                .spec
-                .unwrap()
-                .template
-                .spec
-                .unwrap()
-                .containers[0]
-                .env
-                .clone()
-                .unwrap_or_default()
-        };
         let read = |env: &[EnvVar]| env.iter().find(|e| e.name == "DATABASE_READ_URL").cloned();
-        assert!(read(&env_of(&OrderPlatform::test())).is_none());
+        assert!(read(&service_env(&OrderPlatform::test())).is_none());
         let mut platform = OrderPlatform::test();
         platform.spec.database.read_replica_secret_ref = Some(
             serde_json::from_value(serde_json::json!({"name": "orders-replica", "key": "URL"}))
                 .unwrap(),
         );
-        let selector = read(&env_of(&platform))
+        let selector = read(&service_env(&platform))
             .expect("DATABASE_READ_URL")
             .value_from
             .unwrap()
