@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use clap::Args;
 
 use crate::auth::{Access, AuthConfig, RateLimitConfig};
+use crate::catalog::ProductEvents;
 use crate::db::{self, DatabaseConfig};
 use crate::http::{self, AppState, HttpLimits};
 use crate::metrics::Metrics;
@@ -33,6 +34,8 @@ pub struct ServeConfig {
     pub relay: RelayConfig,
     #[command(flatten)]
     pub saga: crate::saga::SagaConfig,
+    #[command(flatten)]
+    pub catalog: crate::catalog::CatalogConfig,
     #[command(flatten)]
     pub retention: RetentionConfig,
     #[command(flatten)]
@@ -69,6 +72,7 @@ pub struct Application {
     saga: Option<Arc<SagaRunner>>,
     run_saga: bool,
     retention: Option<Arc<Retention>>,
+    product_events: Option<Arc<ProductEvents>>,
     access: Arc<Access>,
     shutdown_timeout: Duration,
 }
@@ -119,6 +123,13 @@ impl Application {
                 metrics.clone(),
             ))
         });
+        let catalog = config
+            .catalog
+            .catalog(config.saga.call_policy(), &metrics)?;
+        let product_events =
+            config
+                .catalog
+                .product_events(&config.sinks.kafka, catalog.as_ref(), &metrics)?;
         let retention = config.retention.retention.then(|| {
             // Two connections of its own: clean-up never waits for (or takes) the API's.
             let retention_pool = db::pool(
@@ -140,6 +151,7 @@ impl Application {
             readiness_requires_sinks: config.readiness_requires_sinks,
             idempotency_key_ttl: config.retention.idempotency_key_ttl,
             saga: saga.as_ref().map(|runner| runner.wake()),
+            catalog,
             access: access.clone(),
         };
         let limits = HttpLimits {
@@ -155,6 +167,7 @@ impl Application {
             saga,
             run_saga: config.saga.saga_workers,
             retention,
+            product_events,
             access,
             shutdown_timeout: config.shutdown_timeout,
         })
@@ -194,6 +207,9 @@ impl Application {
         }
         if let Some(retention) = &self.retention {
             background.spawn(retention.clone().run(stopping.clone()));
+        }
+        if let Some(events) = &self.product_events {
+            background.spawn(events.clone().run(stopping.clone()));
         }
         for task in self.access.background(&stopping) {
             background.spawn(task);

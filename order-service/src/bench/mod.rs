@@ -441,7 +441,7 @@ async fn sql_creates(
                 let fingerprint = RequestFingerprint::of_json(&body);
                 let new = from_json_value::<CreateOrderRequest>(body)
                     .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .parse()
+                    .parse(None)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let order = new.into_pending(Uuid::now_v7(), Uuid::now_v7(), chrono::Utc::now());
                 let id = order.id;
@@ -458,7 +458,7 @@ async fn sql_creates(
 async fn sql_floor(pool: &sqlx::PgPool, config: &BenchConfig) -> anyhow::Result<PhaseResult> {
     let orders: Vec<Order> = (0..config.clients)
         .map(|client| {
-            let new = from_json_value::<CreateOrderRequest>(order_body(client, 0))?.parse()?;
+            let new = from_json_value::<CreateOrderRequest>(order_body(client, 0))?.parse(None)?;
             Ok(new.into_pending(Uuid::nil(), Uuid::nil(), chrono::Utc::now()))
         })
         .collect::<Result<_, crate::http::error::ApiError>>()

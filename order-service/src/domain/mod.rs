@@ -8,6 +8,7 @@ mod cursor;
 mod idempotency;
 mod money;
 mod order;
+mod product;
 mod status;
 mod validation;
 
@@ -19,6 +20,7 @@ pub use order::{
     customer_id, non_negative, NewItem, NewOrder, NewOrderParts, Order, OrderItem, OrderSummary,
     Payment, PaymentMethod, PaymentStatus, CUSTOMER_ID_MAX, ITEM_NAME_MAX, MAX_ITEMS, SKU_MAX,
 };
+pub use product::{CurrentPrice, Product};
 pub use status::{InvalidTransition, OrderStatus};
 pub use validation::{
     optional_text, optional_text_pattern, optional_text_schema, text_pattern, text_schema,

@@ -132,7 +132,7 @@ impl Participants {
         let request = Call {
             method,
             path: &path,
-            idempotency_key: &key,
+            idempotency_key: Some(&key),
             traceparent,
             body: body.as_ref(),
             refusals: refusals(step),
