@@ -3,6 +3,7 @@
 //!
 //! Figures are printed, never asserted: targets live in `docs/performance.md`.
 
+mod catalog;
 mod participants;
 mod saga;
 mod soak;
@@ -83,6 +84,23 @@ pub struct BenchConfig {
     /// Time between soak reports.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub report_every: Duration,
+    /// Run the catalog benchmark instead: serve a catalog on this address (point the service's
+    /// ORDER_SERVICE_CATALOG_URL here), then creates priced from it with the cache cold
+    /// (`--cold-duration`) and warm (`--duration`), against the same statement run directly.
+    #[arg(long)]
+    pub catalog_addr: Option<SocketAddr>,
+    /// Products of the served catalog.
+    #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub catalog_skus: usize,
+    /// Popularity of the product of rank r is proportional to 1/r^s (Zipf-like).
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf_exponent: f64,
+    /// How long the served catalog takes to answer a lookup.
+    #[arg(long, default_value = "2ms", value_parser = humantime::parse_duration)]
+    pub catalog_latency: Duration,
+    /// How long the cold-cache phase runs (from a service that has not priced anything yet).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub cold_duration: Duration,
 }
 
 /// Latencies and counts of one phase.
@@ -100,8 +118,14 @@ impl PhaseResult {
     }
 
     fn print(&self) {
+        self.print_without_newline();
+        println!();
+    }
+
+    /// The row without its line end, for phases that add columns.
+    fn print_without_newline(&self) {
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
-        println!(
+        print!(
             "{:<16} {:>9} {:>7} {:>10.1} {:>8.2} {:>8.2} {:>8.2}",
             self.name,
             self.ok,
@@ -146,6 +170,9 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     }
     if let Some(rate) = config.saga_rate {
         return saga::run(&config, rate).await;
+    }
+    if let Some(addr) = config.catalog_addr {
+        return catalog::run(&config, addr).await;
     }
     let base = config.url.trim_end_matches('/').to_owned();
     let http = ready_client(&base, config.clients, config.token.as_deref()).await?;
