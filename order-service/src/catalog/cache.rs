@@ -7,13 +7,14 @@
 //! misses are fetched in one batch call, shared by their computes.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{join_all, FutureExt};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
-use moka::ops::compute::Op;
+use moka::ops::compute::{CompResult, Op};
 
 use super::contract::{self, Unavailable};
 use crate::domain::Product;
@@ -50,6 +51,9 @@ impl Entry {
 pub struct Catalog {
     service: Participant,
     entries: Cache<String, Entry>,
+    /// Product events applied so far: a lookup that overlapped one does not keep its answer,
+    /// which may predate the change.
+    invalidations: AtomicU64,
     policy: CachePolicy,
     metrics: Arc<Metrics>,
 }
@@ -74,6 +78,7 @@ impl Catalog {
         Self {
             service,
             entries,
+            invalidations: AtomicU64::new(0),
             policy,
             metrics,
         }
@@ -110,6 +115,7 @@ impl Catalog {
         // Polled only by the computes that still need it: when every missed SKU was refreshed
         // by a concurrent request meanwhile, nothing is called.
         let asked: Vec<String> = missed.iter().map(|sku| (*sku).to_owned()).collect();
+        let generation = self.invalidations.load(Ordering::SeqCst);
         let batch = async move { contract::lookup(&self.service, &asked, traceparent).await }
             .boxed()
             .shared();
@@ -117,15 +123,21 @@ impl Catalog {
             let batch = batch.clone();
             self.entries
                 .entry_by_ref(*sku)
-                .and_try_compute_with(move |current| self.refresh(sku, current, batch))
+                .and_try_compute_with(move |current| self.refresh(sku, current, batch, generation))
         }))
         .await;
         for (sku, result) in missed.into_iter().zip(refreshed) {
-            let entry = result?.into_entry().ok_or_else(|| Unavailable {
-                error: format!("catalog: the entry of {sku} vanished"),
-                retry_after: None,
-            })?;
-            found.insert(sku.to_owned(), entry.into_value().product);
+            let product = match result? {
+                CompResult::Inserted(entry)
+                | CompResult::ReplacedWith(entry)
+                | CompResult::Unchanged(entry) => entry.into_value().product,
+                // Answered, but not kept (a product event overlapped the lookup): this
+                // request still uses the answer, as it would had it been a little earlier.
+                CompResult::StillNone(_) | CompResult::Removed(_) => {
+                    batch.clone().await?.get(sku).cloned()
+                }
+            };
+            found.insert(sku.to_owned(), product);
         }
         self.metrics.catalog_entries(self.entries.entry_count());
         Ok(found)
@@ -137,6 +149,7 @@ impl Catalog {
         sku: &str,
         current: Option<moka::Entry<String, Entry>>,
         batch: impl std::future::Future<Output = Result<contract::Found, Unavailable>>,
+        generation: u64,
     ) -> Result<Op<Entry>, Unavailable> {
         if current
             .as_ref()
@@ -145,6 +158,7 @@ impl Catalog {
             return Ok(Op::Nop);
         }
         match batch.await {
+            Ok(_) if self.invalidations.load(Ordering::SeqCst) != generation => Ok(Op::Remove),
             Ok(found) => Ok(Op::Put(Entry {
                 product: found.get(sku).cloned(),
                 fetched_at: Instant::now(),
@@ -160,8 +174,14 @@ impl Catalog {
     }
 
     /// Drops a SKU's entry (a product event said it changed); the next lookup asks the catalog.
+    /// Counted first, so a lookup in flight does not keep an answer from before the change;
+    /// removed under the key's lock, so after any compute of the SKU in progress.
     pub async fn forget(&self, sku: &str) {
-        self.entries.invalidate(sku).await;
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        self.entries
+            .entry_by_ref(sku)
+            .and_compute_with(|_| async { Op::Remove })
+            .await;
         self.metrics.catalog_invalidated();
         self.metrics.catalog_entries(self.entries.entry_count());
     }
@@ -173,5 +193,99 @@ impl Catalog {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::client::CallPolicy;
+    use crate::saga::tls;
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use serde_json::{json, Value};
+
+    /// A catalog served in the test: SKU-1 at the price in `price`, answering after `delay`,
+    /// counting its lookups.
+    async fn catalog(price: Arc<AtomicU64>, calls: Arc<AtomicU64>, delay: Duration) -> Catalog {
+        let router = Router::new().route(
+            "/v1/products/lookup",
+            post(move |Json(_): Json<Value>| {
+                let (price, calls) = (price.clone(), calls.clone());
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let price = price.load(Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    Json(json!({"products": [{"sku": "SKU-1", "name": "Widget",
+                        "unit_price_minor": price, "currency": "EUR", "active": true}]}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let policy = CallPolicy {
+            timeout: Duration::from_secs(2),
+            retries: 0,
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+            breaker_failures: 5,
+            breaker_open_for: Duration::from_secs(1),
+            max_concurrency: 8,
+            bulkhead_wait: Duration::from_secs(1),
+        };
+        let metrics = Arc::new(Metrics::new(1));
+        let tls = tls::client_config(&tls::Trust::System).unwrap();
+        let service = Participant::new(
+            "catalog",
+            url.parse().unwrap(),
+            policy,
+            tls,
+            metrics.clone(),
+        )
+        .unwrap();
+        let cache = CachePolicy {
+            capacity: 10,
+            ttl: Duration::from_secs(600),
+            max_staleness: Duration::from_secs(600),
+        };
+        Catalog::new(service, cache, metrics)
+    }
+
+    fn price_of(found: &Catalogued) -> i64 {
+        found["SKU-1"].as_ref().expect("known").unit_price_minor
+    }
+
+    #[tokio::test]
+    async fn a_lookup_that_overlapped_a_product_event_answers_but_is_not_kept() {
+        let (price, calls) = (Arc::new(AtomicU64::new(100)), Arc::new(AtomicU64::new(0)));
+        let catalog = catalog(price.clone(), calls.clone(), Duration::from_millis(300)).await;
+        // The lookup reads the old price, then the product changes and its event arrives
+        // while the answer is still on its way.
+        let in_flight = catalog.products(&["SKU-1"], None);
+        let event = async {
+            while calls.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            price.store(200, Ordering::SeqCst);
+            catalog.forget("SKU-1").await;
+        };
+        let (answered, ()) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(in_flight, event)
+        })
+        .await
+        .expect("the lookup and the event within 10 s");
+        assert_eq!(price_of(&answered.unwrap()), 100, "answered as read");
+        // Not kept: the next lookup asks again and gets the new price; then it is cached.
+        assert_eq!(
+            price_of(&catalog.products(&["SKU-1"], None).await.unwrap()),
+            200
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            price_of(&catalog.products(&["SKU-1"], None).await.unwrap()),
+            200
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }
