@@ -15,7 +15,19 @@
 # a second service, reading its reports from the stack's read replica, is started on
 # BENCH_REPLICA_ADDR, and the bench runs creates alone, then with --report-clients (4) asking
 # the first service (reports from the primary) for reports, then the second (from the replica).
+# --catalog (e.g. `make bench ARGS="--catalog"`) the service prices creates from a catalog the
+# bench serves on BENCH_CATALOG_ADDR (1,000 SKUs with Zipf-like popularity; --catalog-skus,
+# --zipf-exponent, --catalog-latency, --cold-duration): cold cache, then warm, then the same
+# statement run directly. --help prints this and the bench's own flags, and starts nothing.
 set -euo pipefail
+for arg in "$@"; do
+  if [ "$arg" = --help ] || [ "$arg" = -h ]; then
+    sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
+    echo
+    echo "The bench's flags (order-service bench --help):"
+    exec cargo run --quiet --locked -p order-service -- bench --help
+  fi
+done
 . "$(dirname -- "${BASH_SOURCE[0]}")/common.sh"
 cd "$ROOT"
 
@@ -111,6 +123,14 @@ if [[ " $* " == *" --saga-rate "* ]]; then
   export ORDER_SERVICE_CUSTOMER_URL="http://$participants/" ORDER_SERVICE_INVENTORY_URL="http://$participants/" \
     ORDER_SERVICE_PAYMENT_URL="http://$participants/"
   bench_args+=(--participants-addr "$participants")
+fi
+if [[ " $* " == *" --catalog "* ]]; then
+  catalog=${BENCH_CATALOG_ADDR:-127.0.0.1:18091}
+  export ORDER_SERVICE_CATALOG_URL="http://$catalog/"
+  without=()
+  for arg in "${bench_args[@]}"; do [ "$arg" = --catalog ] || without+=("$arg"); done
+  bench_args=("${without[@]}" --catalog-addr "$catalog")
+  say "catalog: served by the bench on $catalog"
 fi
 if [[ " $* " == *" --soak "* ]]; then
   export ORDER_SERVICE_SINKS=${ORDER_SERVICE_SINKS:-kafka} \

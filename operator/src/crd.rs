@@ -121,6 +121,10 @@ pub struct OrderPlatformSpec {
     /// confirmed through the status API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participants: Option<ParticipantsSpec>,
+    /// The product catalog creates are priced from. Without it the service takes names and
+    /// prices from the client (development mode only: anyone could buy anything for a cent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogSpec>,
     /// Who may call the API: bearer tokens from an OIDC issuer. Required: a platform without
     /// authentication says so with `disabled: true` (development only).
     pub auth: AuthSpec,
@@ -162,6 +166,12 @@ pub const RESERVED_ENV: &[&str] = &[
     "ORDER_SERVICE_BREAKER_FAILURES",
     "ORDER_SERVICE_PARTICIPANT_CONCURRENCY",
     "ORDER_SERVICE_PARTICIPANT_CA_PEM",
+    "ORDER_SERVICE_CATALOG_URL",
+    "ORDER_SERVICE_CATALOG_CACHE_TTL",
+    "ORDER_SERVICE_CATALOG_MAX_STALENESS",
+    "ORDER_SERVICE_CATALOG_CACHE_CAPACITY",
+    "ORDER_SERVICE_PRODUCT_EVENTS_TOPIC",
+    "ORDER_SERVICE_CATALOG_CA_PEM",
     "ORDER_SERVICE_AUTH_DISABLED",
     "ORDER_SERVICE_AUTH_ISSUER",
     "ORDER_SERVICE_AUTH_AUDIENCE",
@@ -179,7 +189,7 @@ pub const RESERVED_ENV: &[&str] = &[
 ];
 
 /// The CEL form of [`RESERVED_ENV`] (a test keeps the two equal).
-const RESERVED_ENV_RULE: &str = "self.all(e, !(e.name in ['DATABASE_URL', 'DATABASE_READ_URL', 'ORDER_SERVICE_ADDR', 'ORDER_SERVICE_LOG_FORMAT', 'ORDER_SERVICE_SINKS', 'ORDER_SERVICE_TABLE_PREFIX', 'ORDER_SERVICE_HISTORY_RETENTION_DAYS', 'ORDER_SERVICE_EVENTS_TOPIC', 'ORDER_SERVICE_CUSTOMER_URL', 'ORDER_SERVICE_INVENTORY_URL', 'ORDER_SERVICE_PAYMENT_URL', 'ORDER_SERVICE_PARTICIPANT_TIMEOUT', 'ORDER_SERVICE_PARTICIPANT_RETRIES', 'ORDER_SERVICE_BREAKER_FAILURES', 'ORDER_SERVICE_PARTICIPANT_CONCURRENCY', 'ORDER_SERVICE_PARTICIPANT_CA_PEM', 'ORDER_SERVICE_AUTH_DISABLED', 'ORDER_SERVICE_AUTH_ISSUER', 'ORDER_SERVICE_AUTH_AUDIENCE', 'ORDER_SERVICE_AUTH_ALGORITHMS', 'ORDER_SERVICE_AUTH_ROLES_CLAIM', 'ORDER_SERVICE_AUTH_STAFF_ROLE', 'ORDER_SERVICE_AUTH_CUSTOMER_CLAIM', 'ORDER_SERVICE_AUTH_SCOPES_CLAIM', 'ORDER_SERVICE_RATE_LIMIT_PER_SECOND', 'ORDER_SERVICE_RATE_LIMIT_BURST', 'ORDER_SERVICE_SHUTDOWN_TIMEOUT', 'KAFKA_BOOTSTRAP_SERVERS', 'AWS_REGION', 'DYNAMODB_ENDPOINT']))";
+const RESERVED_ENV_RULE: &str = "self.all(e, !(e.name in ['DATABASE_URL', 'DATABASE_READ_URL', 'ORDER_SERVICE_ADDR', 'ORDER_SERVICE_LOG_FORMAT', 'ORDER_SERVICE_SINKS', 'ORDER_SERVICE_TABLE_PREFIX', 'ORDER_SERVICE_HISTORY_RETENTION_DAYS', 'ORDER_SERVICE_EVENTS_TOPIC', 'ORDER_SERVICE_CUSTOMER_URL', 'ORDER_SERVICE_INVENTORY_URL', 'ORDER_SERVICE_PAYMENT_URL', 'ORDER_SERVICE_PARTICIPANT_TIMEOUT', 'ORDER_SERVICE_PARTICIPANT_RETRIES', 'ORDER_SERVICE_BREAKER_FAILURES', 'ORDER_SERVICE_PARTICIPANT_CONCURRENCY', 'ORDER_SERVICE_PARTICIPANT_CA_PEM', 'ORDER_SERVICE_CATALOG_URL', 'ORDER_SERVICE_CATALOG_CACHE_TTL', 'ORDER_SERVICE_CATALOG_MAX_STALENESS', 'ORDER_SERVICE_CATALOG_CACHE_CAPACITY', 'ORDER_SERVICE_PRODUCT_EVENTS_TOPIC', 'ORDER_SERVICE_CATALOG_CA_PEM', 'ORDER_SERVICE_AUTH_DISABLED', 'ORDER_SERVICE_AUTH_ISSUER', 'ORDER_SERVICE_AUTH_AUDIENCE', 'ORDER_SERVICE_AUTH_ALGORITHMS', 'ORDER_SERVICE_AUTH_ROLES_CLAIM', 'ORDER_SERVICE_AUTH_STAFF_ROLE', 'ORDER_SERVICE_AUTH_CUSTOMER_CLAIM', 'ORDER_SERVICE_AUTH_SCOPES_CLAIM', 'ORDER_SERVICE_RATE_LIMIT_PER_SECOND', 'ORDER_SERVICE_RATE_LIMIT_BURST', 'ORDER_SERVICE_SHUTDOWN_TIMEOUT', 'KAFKA_BOOTSTRAP_SERVERS', 'AWS_REGION', 'DYNAMODB_ENDPOINT']))";
 
 /// How a rollout replaces pods.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -563,6 +573,44 @@ pub struct ParticipantsSpec {
     pub ca_config_map_ref: Option<ConfigMapKeyRef>,
 }
 
+/// The product catalog (contract, cache and events: docs/participants.md). Calls to it use the
+/// participants' timeout, retries, breaker and bulkhead settings.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogSpec {
+    /// Catalog base URL, e.g. `http://catalog.shop.svc:8080/` or `https://catalog.shop.svc:8443/`
+    /// (trusted through `caConfigMapRef`, else the image's system roots).
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("catalog.url must start with http:// or https://"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    /// How long a cached product is used without asking the catalog, e.g. `5m` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(ms|s|m|h)$')").message("cacheTtl must look like 30s, 5m or 1h"))]
+    #[schemars(length(max = 16))]
+    pub cache_ttl: Option<String>,
+    /// While the catalog is unreachable, cached products up to this age are still used, e.g.
+    /// `15m` (default); past it, creates answer 503. At least `cacheTtl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(ms|s|m|h)$')").message("maxStaleness must look like 30s, 15m or 1h"))]
+    #[schemars(length(max = 16))]
+    pub max_staleness: Option<String>,
+    /// Most products cached per pod (default 100000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("cacheCapacity must be at least 1"))]
+    pub cache_capacity: Option<i64>,
+    /// The catalog's `product.updated`/`product.deleted` topic on `kafka.bootstrapServers`
+    /// (keyed by SKU; docs/events.md). Every pod reads every partition and drops changed
+    /// products from its cache at once; without it, cached products age out by `cacheTtl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9._-]{1,249}$')").message("productEventsTopic must be a Kafka topic name"))]
+    #[schemars(length(max = 249))]
+    pub product_events_topic: Option<String>,
+    /// A ConfigMap key (in this namespace) holding the PEM bundle of the CAs that sign an
+    /// https catalog's certificate; when set, only these are trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_config_map_ref: Option<ConfigMapKeyRef>,
+}
+
 /// A key of a ConfigMap in the resource's namespace.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -754,6 +802,14 @@ mod tests {
             Some(Some(2))
         );
         assert_eq!(full.spec.autoscaling.unwrap().max_replicas, 10);
+        let catalog = full
+            .spec
+            .catalog
+            .expect("the full example prices from a catalog");
+        assert_eq!(
+            catalog.product_events_topic.as_deref(),
+            Some("catalog.products")
+        );
     }
 
     #[test]

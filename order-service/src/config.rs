@@ -32,7 +32,7 @@ pub enum Command {
     #[command(subcommand)]
     Outbox(OutboxCommand),
     /// Load-test a running service and compare it with the same SQL run directly.
-    Bench(crate::bench::BenchConfig),
+    Bench(Box<crate::bench::BenchConfig>),
     /// Inspect fulfilment sagas: `sagas --stuck --older-than 10m` lists those not moving, and
     /// why; exits 1 when there are any.
     Sagas(crate::saga::cli::SagasArgs),

@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Outbox(command) => outbox::cli::run(command).await,
-        Command::Bench(config) => bench::run(config).await,
+        Command::Bench(config) => bench::run(*config).await,
         Command::Sagas(args) => {
             if saga::cli::stuck(&args).await? {
                 std::process::exit(1);

@@ -96,6 +96,30 @@ pub struct ThrottleLabels {
     pub caller: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    /// `hit` (fresh entry), `miss` (absent or older than the TTL) or `stale` (an old entry
+    /// used because the catalog could not be reached).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvictionLabels {
+    /// `size` (the capacity bound) or `expired` (older than the maximum staleness).
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub partition: i32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProductEventLabels {
+    /// `invalidated` (a SKU dropped) or `skipped` (not a product change).
+    pub effect: &'static str,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 type CallHistograms = Family<CallLabels, Histogram, fn() -> Histogram>;
 type SagaHistograms = Family<SagaLabels, Histogram, fn() -> Histogram>;
@@ -121,6 +145,14 @@ pub struct Metrics {
     replica_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     replica_up: Gauge,
     reads: Family<ReadLabels, Counter>,
+    catalog_lookups: Family<LookupLabels, Counter>,
+    catalog_hit_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
+    catalog_evictions: Family<EvictionLabels, Counter>,
+    catalog_invalidations: Counter,
+    catalog_entries: Gauge,
+    product_events: Family<ProductEventLabels, Counter>,
+    product_events_partitions: Gauge,
+    product_events_lag: Family<PartitionLabels, Gauge>,
 }
 
 impl Metrics {
@@ -250,6 +282,54 @@ impl Metrics {
             "Reads that may be stale (lists, reports), by where they were served",
             reads.clone(),
         );
+        let catalog_lookups = Family::<LookupLabels, Counter>::default();
+        registry.register(
+            "catalog_cache_lookups",
+            "Product lookups by cache result (hit, miss, stale); one per SKU of a create",
+            catalog_lookups.clone(),
+        );
+        let catalog_hit_ratio = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "catalog_cache_hit_ratio",
+            "Hits over hits and misses since start",
+            catalog_hit_ratio.clone(),
+        );
+        let catalog_evictions = Family::<EvictionLabels, Counter>::default();
+        registry.register(
+            "catalog_cache_evictions",
+            "Products evicted from the cache, by cause",
+            catalog_evictions.clone(),
+        );
+        let catalog_invalidations = Counter::default();
+        registry.register(
+            "catalog_cache_invalidations",
+            "Products dropped from the cache by product events",
+            catalog_invalidations.clone(),
+        );
+        let catalog_entries = Gauge::<i64>::default();
+        registry.register(
+            "catalog_cache_entries",
+            "Products in the cache (approximate)",
+            catalog_entries.clone(),
+        );
+        let product_events = Family::<ProductEventLabels, Counter>::default();
+        registry.register(
+            "product_events",
+            "Product events read, by effect",
+            product_events.clone(),
+        );
+        let product_events_partitions = Gauge::<i64>::default();
+        registry.register(
+            "product_events_partitions",
+            "Partitions of the product events topic this replica reads (0 until assigned)",
+            product_events_partitions.clone(),
+        );
+        let product_events_lag = Family::<PartitionLabels, Gauge>::default();
+        registry.register(
+            "product_events_lag",
+            "Product events not yet read, per partition",
+            product_events_lag.clone(),
+        );
         Self {
             registry,
             requests,
@@ -271,6 +351,70 @@ impl Metrics {
             replica_lag,
             replica_up,
             reads,
+            catalog_lookups,
+            catalog_hit_ratio,
+            catalog_evictions,
+            catalog_invalidations,
+            catalog_entries,
+            product_events,
+            product_events_partitions,
+            product_events_lag,
+        }
+    }
+
+    pub fn catalog_lookup(&self, result: &'static str) {
+        self.catalog_lookups
+            .get_or_create(&LookupLabels { result })
+            .inc();
+    }
+
+    pub fn catalog_eviction(&self, cause: &'static str) {
+        self.catalog_evictions
+            .get_or_create(&EvictionLabels { cause })
+            .inc();
+    }
+
+    pub fn catalog_invalidated(&self) {
+        self.catalog_invalidations.inc();
+    }
+
+    pub fn catalog_entries(&self, entries: u64) {
+        self.catalog_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    pub fn catalog_event(&self, invalidated: bool) {
+        let effect = if invalidated {
+            "invalidated"
+        } else {
+            "skipped"
+        };
+        self.product_events
+            .get_or_create(&ProductEventLabels { effect })
+            .inc();
+    }
+
+    pub fn catalog_partitions(&self, partitions: usize) {
+        self.product_events_partitions
+            .set(i64::try_from(partitions).unwrap_or(i64::MAX));
+    }
+
+    pub fn catalog_lag(&self, partition: i32, lag: i64) {
+        self.product_events_lag
+            .get_or_create(&PartitionLabels { partition })
+            .set(lag);
+    }
+
+    /// Hits over hits and misses, set at scrape time from the counters.
+    fn observe_hit_ratio(&self) {
+        let count = |result| {
+            self.catalog_lookups
+                .get_or_create(&LookupLabels { result })
+                .get() as f64
+        };
+        let (hits, misses) = (count("hit"), count("miss"));
+        if hits + misses > 0.0 {
+            self.catalog_hit_ratio.set(hits / (hits + misses));
         }
     }
 
@@ -414,6 +558,7 @@ impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn render(&self, pool: &PgPool) -> Result<String, std::fmt::Error> {
         self.observe_pool(pool);
+        self.observe_hit_ratio();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use clap::Args;
 
 use crate::auth::{Access, AuthConfig, RateLimitConfig};
+use crate::catalog::ProductEvents;
 use crate::db::{self, DatabaseConfig};
 use crate::http::{self, AppState, HttpLimits};
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct ServeConfig {
     pub relay: RelayConfig,
     #[command(flatten)]
     pub saga: crate::saga::SagaConfig,
+    #[command(flatten)]
+    pub catalog: crate::catalog::CatalogConfig,
     #[command(flatten)]
     pub retention: RetentionConfig,
     #[command(flatten)]
@@ -74,6 +77,7 @@ pub struct Application {
     retention: Option<Arc<Retention>>,
     replica: Option<Arc<ReplicaMonitor>>,
     reads: Reads,
+    product_events: Option<Arc<ProductEvents>>,
     access: Arc<Access>,
     shutdown_timeout: Duration,
 }
@@ -128,6 +132,13 @@ impl Application {
                 metrics.clone(),
             ))
         });
+        let catalog = config
+            .catalog
+            .catalog(config.saga.call_policy(), &metrics)?;
+        let product_events =
+            config
+                .catalog
+                .product_events(&config.sinks.kafka, catalog.as_ref(), &metrics)?;
         let retention = config.retention.retention.then(|| {
             // Two connections of its own: clean-up never waits for (or takes) the API's.
             let retention_pool = db::pool(
@@ -176,6 +187,7 @@ impl Application {
             readiness_requires_sinks: config.readiness_requires_sinks,
             idempotency_key_ttl: config.retention.idempotency_key_ttl,
             saga: saga.as_ref().map(|runner| runner.wake()),
+            catalog,
             access: access.clone(),
         };
         let limits = HttpLimits {
@@ -193,6 +205,7 @@ impl Application {
             retention,
             replica,
             reads,
+            product_events,
             access,
             shutdown_timeout: config.shutdown_timeout,
         })
@@ -235,6 +248,9 @@ impl Application {
         }
         if let Some(replica) = &self.replica {
             background.spawn(replica.clone().run(stopping.clone()));
+        }
+        if let Some(events) = &self.product_events {
+            background.spawn(events.clone().run(stopping.clone()));
         }
         for task in self.access.background(&stopping) {
             background.spawn(task);

@@ -3,6 +3,7 @@
 //!
 //! Figures are printed, never asserted: targets live in `docs/performance.md`.
 
+mod catalog;
 mod participants;
 mod reports;
 mod saga;
@@ -95,6 +96,23 @@ pub struct BenchConfig {
     /// Time between soak reports.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub report_every: Duration,
+    /// Run the catalog benchmark instead: serve a catalog on this address (point the service's
+    /// ORDER_SERVICE_CATALOG_URL here), then creates priced from it with the cache cold
+    /// (`--cold-duration`) and warm (`--duration`), against the same statement run directly.
+    #[arg(long)]
+    pub catalog_addr: Option<SocketAddr>,
+    /// Products of the served catalog.
+    #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub catalog_skus: usize,
+    /// Popularity of the product of rank r is proportional to 1/r^s (Zipf-like).
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf_exponent: f64,
+    /// How long the served catalog takes to answer a lookup.
+    #[arg(long, default_value = "2ms", value_parser = humantime::parse_duration)]
+    pub catalog_latency: Duration,
+    /// How long the cold-cache phase runs (from a service that has not priced anything yet).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub cold_duration: Duration,
 }
 
 /// Latencies and counts of one phase.
@@ -117,8 +135,18 @@ impl PhaseResult {
 
     /// One row of the figures table, `name` padded to `width`.
     fn print_as(&self, name: &str, width: usize) {
+        self.print_without_newline_as(name, width);
+        println!();
+    }
+
+    /// The row without its line end, for phases that add columns.
+    fn print_without_newline(&self) {
+        self.print_without_newline_as(self.name, 16);
+    }
+
+    fn print_without_newline_as(&self, name: &str, width: usize) {
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
-        println!(
+        print!(
             "{:<width$} {:>9} {:>7} {:>10.1} {:>8.2} {:>8.2} {:>8.2}",
             name,
             self.ok,
@@ -168,6 +196,9 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         (&config.reports_primary_url, &config.reports_replica_url)
     {
         return reports::run(&config, primary, replica).await;
+    }
+    if let Some(addr) = config.catalog_addr {
+        return catalog::run(&config, addr).await;
     }
     let base = config.url.trim_end_matches('/').to_owned();
     let http = ready_client(&base, config.clients, config.token.as_deref()).await?;
@@ -463,7 +494,7 @@ async fn sql_creates(
                 let fingerprint = RequestFingerprint::of_json(&body);
                 let new = from_json_value::<CreateOrderRequest>(body)
                     .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .parse()
+                    .parse(None)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let order = new.into_pending(Uuid::now_v7(), Uuid::now_v7(), chrono::Utc::now());
                 let id = order.id;
@@ -480,7 +511,7 @@ async fn sql_creates(
 async fn sql_floor(pool: &sqlx::PgPool, config: &BenchConfig) -> anyhow::Result<PhaseResult> {
     let orders: Vec<Order> = (0..config.clients)
         .map(|client| {
-            let new = from_json_value::<CreateOrderRequest>(order_body(client, 0))?.parse()?;
+            let new = from_json_value::<CreateOrderRequest>(order_body(client, 0))?.parse(None)?;
             Ok(new.into_pending(Uuid::nil(), Uuid::nil(), chrono::Utc::now()))
         })
         .collect::<Result<_, crate::http::error::ApiError>>()

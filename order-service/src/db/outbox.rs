@@ -116,7 +116,8 @@ impl ClaimedRow {
 
 /// Claims up to `limit` due deliveries of `sink`, oldest first, locking them for the rest of
 /// the transaction. Per-order order across relays: a delivery is only claimable when no
-/// earlier version of the same order is still pending for this sink. An earlier version that
+/// earlier version of the same order (or earlier event of the same version: the saga's steps
+/// leave the version as it is) is still pending for this sink. An earlier version that
 /// another relay holds is still pending in every snapshot until that relay commits it as
 /// delivered, and SKIP LOCKED hides it from this claim, so no relay can overtake it.
 pub async fn claim(
@@ -134,7 +135,8 @@ pub async fn claim(
                AND NOT EXISTS (
                    SELECT 1 FROM outbox_deliveries p
                    WHERE p.sink = d.sink AND p.order_id = d.order_id AND p.state = 'pending'
-                     AND p.order_version < d.order_version)
+                     AND (p.order_version < d.order_version
+                          OR (p.order_version = d.order_version AND p.seq < d.seq)))
              ORDER BY d.seq
              LIMIT $2
              FOR UPDATE SKIP LOCKED)

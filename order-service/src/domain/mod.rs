@@ -8,6 +8,7 @@ mod cursor;
 mod idempotency;
 mod money;
 mod order;
+mod product;
 mod report;
 mod status;
 mod validation;
@@ -20,6 +21,7 @@ pub use order::{
     customer_id, non_negative, NewItem, NewOrder, NewOrderParts, Order, OrderItem, OrderSummary,
     Payment, PaymentMethod, PaymentStatus, CUSTOMER_ID_MAX, ITEM_NAME_MAX, MAX_ITEMS, SKU_MAX,
 };
+pub use product::{CurrentPrice, Product};
 pub use report::{Granularity, InvalidRange, ProductSales, ReportRange, SalesRow, MAX_REPORT_ROWS};
 pub use status::{InvalidTransition, OrderStatus};
 pub use validation::{

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{FieldError, InvalidTransition, OrderStatus};
+use crate::domain::{CurrentPrice, FieldError, InvalidTransition, OrderStatus};
 use crate::telemetry::error_chain;
 
 /// Prefix of every problem `type`.
@@ -65,6 +65,10 @@ pub enum ApiError {
     /// PostgreSQL's `statement_timeout`, which the service sets just below it (`ZERO`).
     #[error("the request took longer than {}", bound(.0))]
     Timeout(std::time::Duration),
+    #[error("the price of a product changed: the order is priced at the catalog's current prices, listed in `current_prices`; confirm them and send the request again")]
+    PriceChanged(Vec<CurrentPrice>),
+    #[error("the product catalog is not reachable and the cached prices are too old to use; try again shortly")]
+    CatalogUnavailable(#[source] crate::catalog::Unavailable),
     #[error("the status history and statistics are not reachable right now; try again shortly")]
     ProjectionUnavailable(#[source] anyhow::Error),
     #[error("the read replica is {}s behind the primary, more than this service allows; try again shortly", .0.as_secs())]
@@ -161,6 +165,9 @@ pub struct Problem {
     /// The order's version, for `version-mismatch`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_version: Option<i64>,
+    /// The catalog's prices of every line, for `price-changed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_prices: Option<Vec<CurrentPrice>>,
     /// The request's `x-request-id`, which the service's log lines about it carry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -236,6 +243,12 @@ impl ApiError {
             Self::Forbidden(_) => (S::FORBIDDEN, "forbidden", "Not allowed"),
             Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             Self::Timeout(_) => (S::SERVICE_UNAVAILABLE, "timeout", "Request timed out"),
+            Self::PriceChanged(_) => (S::CONFLICT, "price-changed", "The price changed"),
+            Self::CatalogUnavailable(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "catalog-unavailable",
+                "Product catalog unavailable",
+            ),
             Self::ProjectionUnavailable(_) => (
                 S::SERVICE_UNAVAILABLE,
                 "projection-unavailable",
@@ -273,6 +286,7 @@ impl ApiError {
             current_status: None,
             allowed_next: None,
             current_version: None,
+            current_prices: None,
             request_id: None,
         };
         match self {
@@ -282,6 +296,7 @@ impl ApiError {
                 problem.allowed_next = Some(refusal.allowed.to_vec());
             }
             Self::VersionMismatch { current } => problem.current_version = Some(*current),
+            Self::PriceChanged(prices) => problem.current_prices = Some(prices.clone()),
             _ => {}
         }
         problem
@@ -328,6 +343,13 @@ impl IntoResponse for ApiError {
         );
         let headers = response.headers_mut();
         match &self {
+            // When the catalog's breaker or its answer says how long, so does the problem.
+            Self::CatalogUnavailable(unavailable) => {
+                let seconds = unavailable
+                    .retry_after
+                    .map_or(1, |after| after.as_secs().clamp(1, 60));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
             _ if status == StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
@@ -408,6 +430,11 @@ mod tests {
             ApiError::ProjectionUnavailable(anyhow::anyhow!("x")),
             ApiError::ReplicaLagging(std::time::Duration::from_secs(30)),
             ApiError::ReplicaUnavailable,
+            ApiError::PriceChanged(vec![]),
+            ApiError::CatalogUnavailable(crate::catalog::Unavailable {
+                error: "x".into(),
+                retry_after: None,
+            }),
             ApiError::Internal(anyhow::anyhow!("x")),
         ];
         let mut types: Vec<_> = errors.iter().map(|e| e.problem().type_).collect();

@@ -50,6 +50,8 @@ pub struct AppState {
     pub idempotency_key_ttl: Duration,
     /// With participants configured: wakes the saga workers when an order is created.
     pub saga: Option<Arc<tokio::sync::Notify>>,
+    /// With a catalog configured: prices, names and sellability of the SKUs of a create.
+    pub catalog: Option<Arc<crate::catalog::Catalog>>,
     /// Authentication and rate limits of `/v1`.
     pub access: Arc<crate::auth::Access>,
 }
@@ -76,7 +78,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
     Router::new()
         .merge(api)
         .merge(health::router())
-        .merge(openapi::router(state.access.is_enabled()))
+        .merge(openapi::router(
+            state.access.is_enabled(),
+            state.catalog.is_some(),
+        ))
         .route("/metrics", get(metrics::scrape))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

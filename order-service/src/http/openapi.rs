@@ -18,8 +18,8 @@ use utoipa_redoc::{Redoc, Servable};
 use super::error::Problem;
 use super::responses::{
     BadRequest, Conflict, Forbidden, InternalError, NotFound, PayloadTooLarge, PreconditionFailed,
-    PreconditionRequired, ServiceUnavailable, TooManyRequests, Unauthorized, UnprocessableContent,
-    UnsupportedMediaType,
+    PreconditionRequired, PriceChanged, ServiceUnavailable, TooManyRequests, Unauthorized,
+    UnprocessableContent, UnsupportedMediaType,
 };
 use super::AppState;
 
@@ -44,6 +44,7 @@ use super::AppState;
         BadRequest,
         NotFound,
         Conflict,
+        PriceChanged,
         PreconditionFailed,
         PayloadTooLarge,
         UnsupportedMediaType,
@@ -128,32 +129,52 @@ fn api_operations(
 }
 
 /// The document of this server: the `/v1` operations require the bearer token when
-/// authentication is on, and nothing when it is disabled (the document tells the truth).
-pub fn document(auth: bool) -> utoipa::openapi::OpenApi {
+/// authentication is on, and nothing when it is disabled; without the product catalog, a
+/// create's lines need their name and price (the document tells the truth).
+pub fn document(auth: bool, catalog: bool) -> utoipa::openapi::OpenApi {
     let mut openapi = ApiDoc::openapi();
     if auth {
         for operation in api_operations(&mut openapi) {
             operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
         }
     }
+    if !catalog {
+        require_line_prices(&mut openapi);
+    }
     openapi
 }
 
-/// Built once per variant: the currency `enum` alone asks the parser about every three-letter
-/// code.
-static DOCUMENT_OPEN: LazyLock<String> = LazyLock::new(|| serialize(document(false)));
-static DOCUMENT_GUARDED: LazyLock<String> = LazyLock::new(|| serialize(document(true)));
+/// Development mode: `name` and `unit_price_minor` of a create's lines are required.
+fn require_line_prices(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::Schema;
+    let item = openapi
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("CreateItem"));
+    if let Some(RefOr::T(Schema::Object(item))) = item {
+        for field in ["name", "unit_price_minor"] {
+            if !item.required.iter().any(|r| r == field) {
+                item.required.push(field.to_owned());
+            }
+        }
+    }
+}
+
+/// Built once per variant (auth, catalog): the currency `enum` alone asks the parser about
+/// every three-letter code.
+static DOCUMENTS: [LazyLock<String>; 4] = [
+    LazyLock::new(|| serialize(document(false, false))),
+    LazyLock::new(|| serialize(document(false, true))),
+    LazyLock::new(|| serialize(document(true, false))),
+    LazyLock::new(|| serialize(document(true, true))),
+];
 
 fn serialize(openapi: utoipa::openapi::OpenApi) -> String {
     openapi.to_json().expect("the OpenAPI document serializes")
 }
 
-pub fn router(auth: bool) -> Router<AppState> {
-    let text: &'static str = if auth {
-        DOCUMENT_GUARDED.as_str()
-    } else {
-        DOCUMENT_OPEN.as_str()
-    };
+pub fn router(auth: bool, catalog: bool) -> Router<AppState> {
+    let text: &'static str = DOCUMENTS[usize::from(auth) * 2 + usize::from(catalog)].as_str();
     Router::new()
         .route(
             "/openapi.json",
@@ -161,5 +182,5 @@ pub fn router(auth: bool) -> Router<AppState> {
                 ([(header::CONTENT_TYPE, "application/json")], text).into_response()
             }),
         )
-        .merge(Redoc::with_url("/docs", document(auth)))
+        .merge(Redoc::with_url("/docs", document(auth, catalog)))
 }

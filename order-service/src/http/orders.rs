@@ -18,16 +18,18 @@ use super::extract::{
 };
 use super::responses::{
     BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, PreconditionFailed,
-    PreconditionRequired, ServiceUnavailable, UnprocessableContent, UnsupportedMediaType,
+    PreconditionRequired, PriceChanged, ServiceUnavailable, UnprocessableContent,
+    UnsupportedMediaType,
 };
 use super::sagas::SagaView;
 use super::AppState;
 use crate::auth::{Principal, Visibility};
+use crate::catalog::Catalogued;
 use crate::db::{self, orders::OrderFilter};
 use crate::domain::{
     self, Address, Currency, Cursor, FieldErrors, NewItem, NewOrder, NewOrderParts, Order,
-    OrderStatus, OrderSummary, PaymentMethod, RequestFingerprint, CUSTOMER_ID_MAX, ITEM_NAME_MAX,
-    MAX_ITEMS, SKU_MAX,
+    OrderStatus, OrderSummary, PaymentMethod, Product, RequestFingerprint, CUSTOMER_ID_MAX,
+    ITEM_NAME_MAX, MAX_ITEMS, SKU_MAX,
 };
 use crate::outbox::envelope::EventEnvelope;
 use crate::replica::ReadKind;
@@ -98,19 +100,25 @@ fn cancel_reason_schema() -> Object {
     domain::text_schema(MAX_REASON_CHARS, "customer asked")
 }
 
+/// One line. With the product catalog configured, the name and unit price are the catalog's:
+/// `name` is ignored, and `unit_price_minor`, when sent, must be the catalog's current price
+/// (else 409 `price-changed`). Without a catalog (development mode) both are required and taken
+/// as sent.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateItem {
     #[schema(schema_with = sku_schema)]
     sku: String,
+    #[serde(default)]
     #[schema(schema_with = item_name_schema)]
-    name: String,
+    name: Option<String>,
     /// 1 to 1,000,000.
     #[schema(example = 2, minimum = 1, maximum = 1_000_000)]
     quantity: i64,
-    /// Minor units of the order currency, ≥ 0.
-    #[schema(example = 1250, minimum = 0)]
-    unit_price_minor: i64,
+    /// Minor units of the order currency, ≥ 0: the price the client showed.
+    #[serde(default)]
+    #[schema(example = 1250, minimum = 0, nullable = false)]
+    unit_price_minor: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -120,27 +128,47 @@ pub(crate) struct CreatePayment {
 }
 
 impl CreateOrderRequest {
-    /// Validates every field and computes totals; reports all invalid fields at once.
-    pub(crate) fn parse(self) -> Result<NewOrder, ApiError> {
+    /// The SKUs to look up in the catalog: those well formed, as `parse` trims them.
+    pub(crate) fn skus(&self) -> Vec<&str> {
+        self.items
+            .iter()
+            .take(MAX_ITEMS)
+            .map(|item| item.sku.trim())
+            .filter(|sku| !sku.is_empty() && sku.chars().count() <= SKU_MAX)
+            .collect()
+    }
+
+    /// Validates every field, prices the lines (from `catalog` when configured, else as sent)
+    /// and computes totals; reports all invalid fields at once. With the catalog, a client
+    /// price that is not the catalog's is refused (`price-changed`) once every field is valid.
+    pub(crate) fn parse(self, catalog: Option<&Catalogued>) -> Result<NewOrder, ApiError> {
         let mut errors = FieldErrors::default();
         let customer_id = errors.check("customer_id", domain::customer_id(&self.customer_id));
         let currency = errors.check("currency", Currency::parse(&self.currency));
         if self.items.is_empty() || self.items.len() > MAX_ITEMS {
             errors.push("items", format!("must hold 1 to {MAX_ITEMS} items"));
         }
+        let mut current_prices = Vec::new();
+        let mut price_changed = false;
         let items: Vec<Option<NewItem>> = self
             .items
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                NewItem::parse(
-                    &item.sku,
-                    &item.name,
-                    item.quantity,
-                    item.unit_price_minor,
-                    &format!("items[{i}]"),
-                    &mut errors,
-                )
+                let path = format!("items[{i}]");
+                let Some(catalog) = catalog else {
+                    return item.parse_as_sent(&path, &mut errors);
+                };
+                let product = catalog.get(item.sku.trim()).cloned().flatten();
+                let priced =
+                    item.parse_from_catalog(product.as_deref(), currency, &path, &mut errors)?;
+                if let Some(product) = product {
+                    current_prices.push(product.current_price());
+                    price_changed |= item
+                        .unit_price_minor
+                        .is_some_and(|p| p != product.unit_price_minor);
+                }
+                Some(priced)
             })
             .collect();
         let shipping_address = self.shipping_address.parse("shipping_address", &mut errors);
@@ -169,9 +197,61 @@ impl CreateOrderRequest {
             _ => None,
         };
         match order {
+            Some(_) if errors.is_empty() && price_changed => {
+                Err(ApiError::PriceChanged(current_prices))
+            }
             Some(order) if errors.is_empty() => Ok(order),
             _ => Err(ApiError::Validation(errors.into_vec())),
         }
+    }
+}
+
+impl CreateItem {
+    /// Development mode: the name and price are the client's, and required.
+    fn parse_as_sent(&self, path: &str, errors: &mut FieldErrors) -> Option<NewItem> {
+        let required = "is required (no product catalog is configured)";
+        if self.name.is_none() {
+            errors.push(format!("{path}.name"), required);
+        }
+        if self.unit_price_minor.is_none() {
+            errors.push(format!("{path}.unit_price_minor"), required);
+        }
+        let item = NewItem::parse(
+            &self.sku,
+            self.name.as_deref().unwrap_or("-"),
+            self.quantity,
+            self.unit_price_minor.unwrap_or(0),
+            path,
+            errors,
+        );
+        item.filter(|_| self.name.is_some() && self.unit_price_minor.is_some())
+    }
+
+    /// With the catalog: the product must be known, for sale, and sold in the order currency
+    /// (when that is valid); its name and price make the line.
+    fn parse_from_catalog(
+        &self,
+        product: Option<&Product>,
+        currency: Option<Currency>,
+        path: &str,
+        errors: &mut FieldErrors,
+    ) -> Option<NewItem> {
+        if let Some(price) = self.unit_price_minor {
+            errors.check(
+                format!("{path}.unit_price_minor"),
+                domain::non_negative(price),
+            );
+        }
+        let sellable = match (product, currency) {
+            (None, _) => Err("is not in the product catalog".to_owned()),
+            (Some(product), Some(currency)) => product.sellable_in(currency),
+            (Some(_), None) => Ok(()),
+        };
+        let sellable = errors.check(format!("{path}.sku"), sellable);
+        // The SKU is still checked as sent, so a malformed one reads as such.
+        let (name, price) = product.map_or(("-", 0), |p| (p.name.as_str(), p.unit_price_minor));
+        let item = NewItem::parse(&self.sku, name, self.quantity, price, path, errors);
+        sellable.and(item)
     }
 }
 
@@ -232,6 +312,7 @@ impl IntoResponse for OrderResponse {
             ("ETag" = String, description = "The order's version, quoted"),
             ("Idempotent-Replayed" = String, description = "`true` when this is the replay of an earlier create"))),
         (status = 400, response = BadRequest),
+        (status = 409, response = PriceChanged),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, response = UnprocessableContent),
@@ -252,7 +333,18 @@ pub(crate) async fn create_order(
         &tracing::Span::current(),
         crate::telemetry::incoming_traceparent(&headers).as_deref(),
     );
-    let new_order = from_json_value::<CreateOrderRequest>(body)?.parse()?;
+    let request = from_json_value::<CreateOrderRequest>(body)?;
+    // Priced before the one statement that writes the order, never inside it.
+    let catalogued = match &state.catalog {
+        Some(catalog) => Some(
+            catalog
+                .products(&request.skus(), traceparent.as_deref())
+                .await
+                .map_err(ApiError::CatalogUnavailable)?,
+        ),
+        None => None,
+    };
+    let new_order = request.parse(catalogued.as_ref())?;
     principal.may_create_for(&new_order.customer_id)?;
 
     // A key deleted by the retention between a taken key and the read below is claimed again;

@@ -52,6 +52,10 @@ problem_response!(
      `saga-in-progress`: the order's fulfilment saga confirms it, not a hand-made change."
 );
 problem_response!(
+    PriceChanged,
+    "`price-changed`: an item's `unit_price_minor` is not the catalog's current price;      `current_prices` lists the catalog's price of every line. Send the request again with      those prices (or none) and a new Idempotency-Key."
+);
+problem_response!(
     PreconditionFailed,
     "`version-mismatch`: If-Match names none of the order's current version (`current_version`)."
 );
@@ -65,7 +69,9 @@ problem_response!(
 );
 problem_response!(
     UnprocessableContent,
-    "`validation-failed` (with per-field `errors`), or `idempotency-key-reused`."
+    "`validation-failed` (with per-field `errors`; on a create with the catalog configured, \
+     also an unknown SKU, one not for sale, or one sold in another currency), or \
+     `idempotency-key-reused`."
 );
 problem_response!(
     PreconditionRequired,
@@ -139,9 +145,11 @@ problem_response!(
 problem_response!(
     ServiceUnavailable,
     "`database-unavailable`, `timeout` (the request outlived the service's limit), \
-     `projection-unavailable` (history and stats: DynamoDB not configured or not answering), or \
-     `replica-lagging` / `replica-unavailable` (reports, and lists when so configured: the read \
-     replica is further behind than allowed, or down). Retry after `Retry-After` seconds.",
+     `projection-unavailable` (history and stats: DynamoDB not configured or not answering), \
+     `catalog-unavailable` (a create: the product catalog is not answering and no cached \
+     price is recent enough to use), or `replica-lagging` / `replica-unavailable` (reports, \
+     and lists when so configured: the read replica is further behind than allowed, or down). \
+     Retry after `Retry-After` seconds.",
     |response| response.header(
         "Retry-After",
         HeaderBuilder::new()

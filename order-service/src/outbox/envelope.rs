@@ -30,14 +30,27 @@ pub enum EventType {
     OrderConfirmed,
     #[serde(rename = "order.cancelled")]
     OrderCancelled,
+    /// The saga's steps: the order itself is unchanged (same version and status).
+    #[serde(rename = "inventory.reserved")]
+    InventoryReserved,
+    #[serde(rename = "inventory.released")]
+    InventoryReleased,
+    #[serde(rename = "payment.authorized")]
+    PaymentAuthorized,
+    #[serde(rename = "payment.voided")]
+    PaymentVoided,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 8] = [
         Self::OrderCreated,
         Self::OrderStatusChanged,
         Self::OrderConfirmed,
         Self::OrderCancelled,
+        Self::InventoryReserved,
+        Self::InventoryReleased,
+        Self::PaymentAuthorized,
+        Self::PaymentVoided,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +59,10 @@ impl EventType {
             Self::OrderStatusChanged => "order.status_changed",
             Self::OrderConfirmed => "order.confirmed",
             Self::OrderCancelled => "order.cancelled",
+            Self::InventoryReserved => "inventory.reserved",
+            Self::InventoryReleased => "inventory.released",
+            Self::PaymentAuthorized => "payment.authorized",
+            Self::PaymentVoided => "payment.voided",
         }
     }
 
@@ -89,6 +106,13 @@ pub struct EventPayload {
     /// The whole order as created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<Box<Order>>,
+    /// The inventory service's reservation, on `inventory.reserved` and `inventory.released`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
+    /// The payment service's authorization, on `payment.authorized` and `payment.voided`
+    /// (its id only: card data never reaches this service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_id: Option<String>,
 }
 
 /// One event as published to every sink.
@@ -131,6 +155,8 @@ impl EventEnvelope {
                 currency: order.currency.clone(),
                 total_minor: order.total_minor,
                 order: Some(Box::new(order.clone())),
+                reservation_id: None,
+                authorization_id: None,
             },
         }
     }
@@ -168,9 +194,59 @@ impl EventEnvelope {
                 currency: order.currency.clone(),
                 total_minor: order.total_minor,
                 order: None,
+                reservation_id: None,
+                authorization_id: None,
             },
         }
     }
+
+    /// A saga step's event (`inventory.*`, `payment.*`, actor `saga`): `order` as the saga
+    /// read it, at its current `status` and `version` (the step changes neither).
+    pub fn saga_step(
+        order: &Order,
+        status: OrderStatus,
+        version: i64,
+        step: SagaStepEvent,
+        occurred_at: DateTime<Utc>,
+    ) -> Self {
+        let (event_type, reservation_id, authorization_id) = match step {
+            SagaStepEvent::InventoryReserved(id) => (EventType::InventoryReserved, Some(id), None),
+            SagaStepEvent::InventoryReleased(id) => (EventType::InventoryReleased, Some(id), None),
+            SagaStepEvent::PaymentAuthorized(id) => (EventType::PaymentAuthorized, None, Some(id)),
+            SagaStepEvent::PaymentVoided(id) => (EventType::PaymentVoided, None, Some(id)),
+        };
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type,
+            schema_version: SCHEMA_VERSION,
+            order_id: order.id,
+            order_version: version,
+            occurred_at,
+            request_id: None,
+            traceparent: None,
+            payload: EventPayload {
+                status,
+                previous_status: None,
+                reason: None,
+                actor: ACTOR_SAGA.to_owned(),
+                customer_id: order.customer_id.clone(),
+                currency: order.currency.clone(),
+                total_minor: order.total_minor,
+                order: None,
+                reservation_id,
+                authorization_id,
+            },
+        }
+    }
+}
+
+/// What a saga step did, with the participant's id of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SagaStepEvent {
+    InventoryReserved(String),
+    InventoryReleased(String),
+    PaymentAuthorized(String),
+    PaymentVoided(String),
 }
 
 /// The hour bucket of a time, `YYYY-MM-DDTHH` in UTC: the sort key of the status counters.

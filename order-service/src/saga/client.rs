@@ -62,7 +62,8 @@ pub struct Refusal {
 pub struct Call<'a> {
     pub method: Method,
     pub path: &'a str,
-    pub idempotency_key: &'a str,
+    /// Sent as `Idempotency-Key` by calls that change something (reads need none).
+    pub idempotency_key: Option<&'a str>,
     pub traceparent: Option<&'a str>,
     pub body: Option<&'a Value>,
     /// The documented refusals of this call.
@@ -209,10 +210,10 @@ impl Participant {
                 error: format!("{}: bad path {}: {e}", self.name, call.path),
                 retry_after: None,
             })?;
-        let mut request = self
-            .http
-            .request(call.method.clone(), url)
-            .header("Idempotency-Key", call.idempotency_key);
+        let mut request = self.http.request(call.method.clone(), url);
+        if let Some(key) = call.idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
         if let Some(traceparent) = traceparent {
             request = request.header("traceparent", traceparent);
         }

@@ -19,7 +19,6 @@ pub mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use reqwest::Url;
 
@@ -106,7 +105,7 @@ pub struct SagaConfig {
     pub saga_deadline: Duration,
 }
 
-fn parse_base_url(value: &str) -> Result<Url, String> {
+pub(crate) fn parse_base_url(value: &str) -> Result<Url, String> {
     let mut url = Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http:// or https:// URL".into());
@@ -121,22 +120,16 @@ fn parse_base_url(value: &str) -> Result<Url, String> {
 impl SagaConfig {
     /// Which CAs https participants must be signed by.
     fn trust(&self) -> anyhow::Result<tls::Trust> {
-        Ok(
-            match (&self.participant_ca_file, &self.participant_ca_pem) {
-                (Some(path), _) => {
-                    tls::Trust::Bundle(std::fs::read_to_string(path).with_context(|| {
-                        format!("reading the participant CA bundle {}", path.display())
-                    })?)
-                }
-                (None, Some(pem)) => tls::Trust::Bundle(pem.clone()),
-                (None, None) => tls::Trust::System,
-            },
+        tls::trust(
+            self.participant_ca_file.as_deref(),
+            self.participant_ca_pem.as_deref(),
+            "participant",
         )
     }
 
-    /// The participants, when all three are configured; an error when only some are.
-    pub fn participants(&self, metrics: &Arc<Metrics>) -> anyhow::Result<Option<Participants>> {
-        let policy = CallPolicy {
+    /// How every call to a participant (and to the catalog) behaves.
+    pub fn call_policy(&self) -> CallPolicy {
+        CallPolicy {
             timeout: self.participant_timeout,
             retries: self.participant_retries,
             min_backoff: self.participant_backoff,
@@ -145,7 +138,12 @@ impl SagaConfig {
             breaker_open_for: self.breaker_open_for,
             max_concurrency: self.participant_concurrency,
             bulkhead_wait: self.bulkhead_wait,
-        };
+        }
+    }
+
+    /// The participants, when all three are configured; an error when only some are.
+    pub fn participants(&self, metrics: &Arc<Metrics>) -> anyhow::Result<Option<Participants>> {
+        let policy = self.call_policy();
         match (&self.customer_url, &self.inventory_url, &self.payment_url) {
             (None, None, None) => Ok(None),
             (Some(customer), Some(inventory), Some(payment)) => {

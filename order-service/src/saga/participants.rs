@@ -5,8 +5,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::client::{Call, CallError, Participant, Refusal};
-use super::machine::{Outcome, Step};
+use super::machine::{Outcome, Progress, Step};
 use crate::domain::Order;
+use crate::outbox::envelope::SagaStepEvent;
 
 pub struct Participants {
     pub customer: Participant,
@@ -132,7 +133,7 @@ impl Participants {
         let request = Call {
             method,
             path: &path,
-            idempotency_key: &key,
+            idempotency_key: Some(&key),
             traceparent,
             body: body.as_ref(),
             refusals: refusals(step),
@@ -192,6 +193,28 @@ fn outcome(step: Step, order: &Order, answer: Result<Value, CallError>) -> Outco
             },
             _ => Outcome::Rejected { reason: error },
         },
+    }
+}
+
+/// The event a finished step makes (docs/events.md): a reservation or authorization made, or
+/// one undone. `progress` is the saga's before the step (what an undo undid).
+pub fn step_event(step: Step, outcome: &Outcome, progress: &Progress) -> Option<SagaStepEvent> {
+    let Outcome::Done { id } = outcome else {
+        return None;
+    };
+    match step {
+        Step::ReserveInventory => id.clone().map(SagaStepEvent::InventoryReserved),
+        Step::AuthorizePayment => id.clone().map(SagaStepEvent::PaymentAuthorized),
+        // Nothing was reserved or authorized: nothing was undone.
+        Step::ReleaseInventory => progress
+            .reservation_id
+            .clone()
+            .map(SagaStepEvent::InventoryReleased),
+        Step::VoidPayment => progress
+            .authorization_id
+            .clone()
+            .map(SagaStepEvent::PaymentVoided),
+        _ => None,
     }
 }
 
@@ -348,6 +371,46 @@ mod tests {
                 after: Some(std::time::Duration::from_secs(3))
             }
         );
+    }
+
+    #[test]
+    fn steps_that_reserve_authorize_or_undo_make_an_event_with_the_participants_id() {
+        let done = |id: Option<&str>| Outcome::Done {
+            id: id.map(str::to_owned),
+        };
+        let none = Progress::default();
+        let made = Progress {
+            reservation_id: Some("r-1".into()),
+            authorization_id: Some("a-1".into()),
+        };
+        assert_eq!(
+            step_event(Step::ReserveInventory, &done(Some("r-1")), &none),
+            Some(SagaStepEvent::InventoryReserved("r-1".into()))
+        );
+        assert_eq!(
+            step_event(Step::AuthorizePayment, &done(Some("a-1")), &none),
+            Some(SagaStepEvent::PaymentAuthorized("a-1".into()))
+        );
+        assert_eq!(
+            step_event(Step::ReleaseInventory, &done(None), &made),
+            Some(SagaStepEvent::InventoryReleased("r-1".into()))
+        );
+        assert_eq!(
+            step_event(Step::VoidPayment, &done(None), &made),
+            Some(SagaStepEvent::PaymentVoided("a-1".into()))
+        );
+        // Nothing made, nothing undone; retries, refusals and other steps make no event.
+        assert_eq!(step_event(Step::ReleaseInventory, &done(None), &none), None);
+        assert_eq!(step_event(Step::ValidateCustomer, &done(None), &none), None);
+        let retry = Outcome::Retry {
+            error: "down".into(),
+            after: None,
+        };
+        assert_eq!(step_event(Step::ReserveInventory, &retry, &none), None);
+        let rejected = Outcome::Rejected {
+            reason: "out_of_stock".into(),
+        };
+        assert_eq!(step_event(Step::ReserveInventory, &rejected, &none), None);
     }
 
     #[test]

@@ -19,6 +19,22 @@ pub enum Trust {
     Bundle(String),
 }
 
+/// The CAs named by a CA file or PEM text (the file wins), else the system's roots.
+pub fn trust(
+    file: Option<&std::path::Path>,
+    pem: Option<&str>,
+    whose: &str,
+) -> anyhow::Result<Trust> {
+    Ok(match (file, pem) {
+        (Some(path), _) => Trust::Bundle(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the {whose} CA bundle {}", path.display()))?,
+        ),
+        (None, Some(pem)) => Trust::Bundle(pem.to_owned()),
+        (None, None) => Trust::System,
+    })
+}
+
 /// The client config every participant call uses (https URLs; plain http ignores it).
 pub fn client_config(trust: &Trust) -> anyhow::Result<ClientConfig> {
     let mut roots = RootCertStore::empty();

@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::machine::{self, Outcome, SagaState, Step};
-use super::participants::Participants;
+use super::participants::{self, Participants};
 use super::SagaConfig;
 use crate::db;
 use crate::db::sagas::{Recorded, SagaRow};
 use crate::domain::OrderStatus;
 use crate::metrics::Metrics;
-use crate::outbox::envelope::{EventEnvelope, ACTOR_SAGA};
+use crate::outbox::envelope::{EventEnvelope, SagaStepEvent, ACTOR_SAGA};
 use crate::outbox::sink::Sink;
 
 pub struct SagaRunner {
@@ -204,6 +204,7 @@ impl SagaRunner {
             };
             self.metrics
                 .saga_step(step.as_str(), outcome_label(&outcome));
+            let made = participants::step_event(step, &outcome, &saga.progress);
             let transition = machine::next(
                 saga.state,
                 step,
@@ -231,8 +232,17 @@ impl SagaRunner {
                 last_error: error.as_deref(),
                 keep_claim: (!transition.retry).then_some(self.config.saga_lease),
             };
-            let mut conn = self.pool.acquire().await?;
-            if !db::sagas::record(&mut conn, saga.order_id, self.worker, &recorded).await? {
+            let kept = match made.filter(|_| !transition.retry) {
+                Some(made) => {
+                    self.record_with_event(&saga, &order, made, &recorded)
+                        .await?
+                }
+                None => {
+                    let mut conn = self.pool.acquire().await?;
+                    db::sagas::record(&mut conn, saga.order_id, self.worker, &recorded).await?
+                }
+            };
+            if !kept {
                 tracing::warn!(order_id = %saga.order_id, "saga lease lost; another worker resumes it");
                 return Ok(());
             }
@@ -245,6 +255,46 @@ impl SagaRunner {
             saga.progress = transition.progress;
             saga.cancel_reason = transition.cancel_reason;
         }
+    }
+
+    /// Records a step that reserved, authorized or undid something, with its event, in one
+    /// transaction (as every change goes through the outbox). The event goes to the stream
+    /// (Kafka) only: the DynamoDB projection holds one item per order version, and a step
+    /// changes no version. False when this worker no longer holds the saga.
+    async fn record_with_event(
+        &self,
+        saga: &SagaRow,
+        order: &crate::domain::Order,
+        made: SagaStepEvent,
+        recorded: &Recorded<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        // Locked, so a concurrent status change is ordered before or after this event.
+        let Some(current) = db::orders::lock(&mut tx, saga.order_id).await? else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        if !db::sagas::record(&mut tx, saga.order_id, self.worker, recorded).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let stream: Vec<Sink> = self
+            .sinks
+            .iter()
+            .copied()
+            .filter(|sink| *sink == Sink::Kafka)
+            .collect();
+        let event = EventEnvelope::saga_step(
+            order,
+            current.status,
+            current.version,
+            made,
+            chrono::Utc::now(),
+        )
+        .with_traceparent(saga.traceparent.clone());
+        db::outbox::insert(&mut tx, &event, &stream).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Whether the order is still PENDING (not cancelled through the API meanwhile).

@@ -4,6 +4,8 @@ mod dex;
 mod helpers;
 
 mod auth;
+mod catalog;
+mod catalog_fake;
 mod cli;
 mod crash;
 mod create;

@@ -81,6 +81,27 @@ pub fn build_config_map(platform: &OrderPlatform) -> ConfigMap {
             set("ORDER_SERVICE_PARTICIPANT_CONCURRENCY", calls.to_string());
         }
     }
+    if let Some(catalog) = &spec.catalog {
+        let mut set = |key: &str, value: Option<String>| {
+            if let Some(value) = value {
+                data.insert(key.to_owned(), value);
+            }
+        };
+        set("ORDER_SERVICE_CATALOG_URL", Some(catalog.url.clone()));
+        set("ORDER_SERVICE_CATALOG_CACHE_TTL", catalog.cache_ttl.clone());
+        set(
+            "ORDER_SERVICE_CATALOG_MAX_STALENESS",
+            catalog.max_staleness.clone(),
+        );
+        set(
+            "ORDER_SERVICE_CATALOG_CACHE_CAPACITY",
+            catalog.cache_capacity.map(|c| c.to_string()),
+        );
+        set(
+            "ORDER_SERVICE_PRODUCT_EVENTS_TOPIC",
+            catalog.product_events_topic.clone(),
+        );
+    }
     auth_env(&spec.auth, &mut data);
     if let Some(limit) = &spec.rate_limit {
         data.insert(
@@ -208,6 +229,38 @@ mod tests {
     }
 
     #[test]
+    fn the_catalog_prices_creates_and_its_absence_is_development_mode() {
+        let without = build_config_map(&OrderPlatform::test()).data.unwrap();
+        assert!(!without
+            .keys()
+            .any(|k| k.contains("CATALOG") || k.contains("PRODUCT")));
+        let mut platform = OrderPlatform::test();
+        platform.spec.catalog = Some(
+            serde_json::from_value(serde_json::json!({
+                "url": "http://catalog:8080/", "maxStaleness": "30m",
+                "productEventsTopic": "catalog.products"
+            }))
+            .unwrap(),
+        );
+        let data = build_config_map(&platform).data.unwrap();
+        assert_eq!(data["ORDER_SERVICE_CATALOG_URL"], "http://catalog:8080/");
+        assert_eq!(data["ORDER_SERVICE_CATALOG_MAX_STALENESS"], "30m");
+        assert_eq!(
+            data["ORDER_SERVICE_PRODUCT_EVENTS_TOPIC"],
+            "catalog.products"
+        );
+        assert!(
+            !data.contains_key("ORDER_SERVICE_CATALOG_CACHE_TTL"),
+            "defaults stay the service's"
+        );
+        assert_ne!(
+            build_config_map(&platform).metadata.name,
+            build_config_map(&OrderPlatform::test()).metadata.name,
+            "a new configuration, rolled out like any other"
+        );
+    }
+
+    #[test]
     fn the_config_map_is_owned_by_the_platform_immutable_and_named_by_content() {
         let config = build_config_map(&OrderPlatform::test());
         let owner = &config.metadata.owner_references.as_ref().unwrap()[0];
@@ -237,6 +290,14 @@ mod tests {
             serde_json::from_value(serde_json::json!({
                 "customerUrl": "http://c/", "inventoryUrl": "http://i/", "paymentUrl": "http://p/",
                 "timeout": "1s", "retries": 1, "breakerFailures": 2, "maxConcurrentCalls": 3
+            }))
+            .unwrap(),
+        );
+        platform.spec.catalog = Some(
+            serde_json::from_value(serde_json::json!({
+                "url": "https://catalog/", "cacheTtl": "1m", "maxStaleness": "5m",
+                "cacheCapacity": 10, "productEventsTopic": "products",
+                "caConfigMapRef": {"name": "ca"}
             }))
             .unwrap(),
         );

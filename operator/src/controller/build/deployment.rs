@@ -74,6 +74,23 @@ fn participant_ca_env(platform: &OrderPlatform) -> Option<EnvVar> {
     })
 }
 
+/// An https catalog's CA bundle, from its ConfigMap key.
+fn catalog_ca_env(platform: &OrderPlatform) -> Option<EnvVar> {
+    let reference = platform.spec.catalog.as_ref()?.ca_config_map_ref.as_ref()?;
+    Some(EnvVar {
+        name: "ORDER_SERVICE_CATALOG_CA_PEM".into(),
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(ConfigMapKeySelector {
+                name: reference.name.clone(),
+                key: reference.key.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
 /// The Deployment running `revision` (the operator picks it: the spec's only once its
 /// migrations succeeded). With autoscaling on, `replicas` is left to the HPA.
 pub fn build_deployment(platform: &OrderPlatform, revision: &Revision) -> Deployment {
@@ -87,6 +104,7 @@ pub fn build_deployment(platform: &OrderPlatform, revision: &Revision) -> Deploy
             .map(|replica| env_from_secret(DATABASE_READ_ENV, replica)),
     );
     env.extend(participant_ca_env(platform));
+    env.extend(catalog_ca_env(platform));
     env.extend(spec.env.iter().cloned());
     env_from.insert(
         0,
@@ -300,6 +318,42 @@ mod tests {
             .clone()
             .unwrap_or_default();
         assert!(read(&job_env).is_none());
+    }
+
+    #[test]
+    fn the_catalog_ca_bundle_comes_from_its_config_map_key() {
+        let catalog_ca = |platform: &OrderPlatform| {
+            deployment(platform)
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .containers[0]
+                .env
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|e| e.name == "ORDER_SERVICE_CATALOG_CA_PEM")
+        };
+        assert!(catalog_ca(&OrderPlatform::test()).is_none());
+        let mut platform = OrderPlatform::test();
+        platform.spec.catalog = Some(
+            serde_json::from_value(serde_json::json!({
+                "url": "https://catalog/", "caConfigMapRef": {"name": "shop-ca", "key": "bundle.pem"}
+            }))
+            .unwrap(),
+        );
+        let selector = catalog_ca(&platform)
+            .expect("the CA variable")
+            .value_from
+            .unwrap()
+            .config_map_key_ref
+            .unwrap();
+        assert_eq!(
+            (selector.name.as_str(), selector.key.as_str()),
+            ("shop-ca", "bundle.pem")
+        );
     }
 
     #[test]
