@@ -82,6 +82,7 @@ mod tests {
         let mut clock = LagClock::new(10);
         clock.record_primary(100, t);
         clock.record_primary(200, at(t, 1));
+        assert!(!clock.is_empty());
         assert_eq!(clock.lag(200, at(t, 5)), Duration::ZERO);
         assert_eq!(clock.lag(250, at(t, 5)), Duration::ZERO);
         assert!(clock.is_empty());
