@@ -53,5 +53,10 @@ export ORDER_PLATFORM_SCHEMATHESIS
 ORDER_PLATFORM_DEX=$("$ROOT/scripts/dex.sh" path)
 export ORDER_PLATFORM_DEX
 
+# The alerting rules' unit tests (operator/tests/rules.rs) run promtool, built once from the
+# Prometheus Go module pinned in tools/promtool.
+ORDER_PLATFORM_PROMTOOL=$("$ROOT/scripts/promtool.sh" path)
+export ORDER_PLATFORM_PROMTOOL
+
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"
