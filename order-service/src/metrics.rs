@@ -1,5 +1,5 @@
-//! Prometheus metrics of the service: HTTP (and its rate limits), the database pool and the
-//! outbox.
+//! Prometheus metrics of the service: HTTP (and its rate limits), the database pool, the
+//! outbox, the sagas, and the business: orders and their value by status and currency.
 //!
 //! One `Registry` per application instance (no globals), so tests in one process each see
 //! their own counts. Gauges that describe stored state (pool, backlog) are set at scrape time.
@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 
 use crate::db::outbox::Backlog;
+use crate::domain::Order;
 use crate::outbox::sink::Sink;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +89,14 @@ pub struct ThrottleLabels {
     pub caller: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OrderLabels {
+    /// The status the order entered (`PENDING` when created).
+    pub status: &'static str,
+    /// ISO 4217 code; a fixed set (`Currency::parse`), so the series stay bounded.
+    pub currency: String,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 type CallHistograms = Family<CallLabels, Histogram, fn() -> Histogram>;
 type SagaHistograms = Family<SagaLabels, Histogram, fn() -> Histogram>;
@@ -110,6 +119,9 @@ pub struct Metrics {
     steps: Family<StepLabels, Counter>,
     sagas: SagaHistograms,
     throttled: Family<ThrottleLabels, Counter>,
+    sagas_stuck: Gauge,
+    orders: Family<OrderLabels, Counter>,
+    order_value: Family<OrderLabels, Counter>,
 }
 
 impl Metrics {
@@ -230,6 +242,25 @@ impl Metrics {
             "Requests refused with 429 by the rate limits, by kind of caller key",
             throttled.clone(),
         );
+        let sagas_stuck = Gauge::default();
+        registry.register(
+            "sagas_stuck",
+            "Unfinished sagas at the same step for longer than --saga-stuck-after",
+            sagas_stuck.clone(),
+        );
+        let orders = Family::<OrderLabels, Counter>::default();
+        registry.register(
+            "orders",
+            "Orders entering a status (created: PENDING), by status and currency",
+            orders.clone(),
+        );
+        let order_value = Family::<OrderLabels, Counter>::default();
+        registry.register(
+            "order_value_minor",
+            "Total value of the orders entering a status, in minor units of their currency \
+             (cents for EUR), by status and currency",
+            order_value.clone(),
+        );
         Self {
             registry,
             requests,
@@ -248,7 +279,27 @@ impl Metrics {
             steps,
             sagas,
             throttled,
+            sagas_stuck,
+            orders,
+            order_value,
         }
+    }
+
+    /// Counts an order that entered its current status (after the change was committed).
+    pub fn order_entered(&self, order: &Order) {
+        let labels = OrderLabels {
+            status: order.status.as_str(),
+            currency: order.currency.clone(),
+        };
+        self.orders.get_or_create(&labels).inc();
+        // A total is never negative (validated at creation); a corrupt row counts as 0.
+        self.order_value
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(order.total_minor).unwrap_or(0));
+    }
+
+    pub fn observe_sagas_stuck(&self, stuck: i64) {
+        self.sagas_stuck.set(stuck);
     }
 
     pub fn throttled(&self, caller: &'static str) {

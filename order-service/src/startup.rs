@@ -141,6 +141,7 @@ impl Application {
             idempotency_key_ttl: config.retention.idempotency_key_ttl,
             saga: saga.as_ref().map(|runner| runner.wake()),
             access: access.clone(),
+            saga_stuck_after: config.saga.saga_stuck_after,
         };
         let limits = HttpLimits {
             body_limit_bytes: config.body_limit_bytes,

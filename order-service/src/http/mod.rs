@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod flow;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub saga: Option<Arc<tokio::sync::Notify>>,
     /// Authentication and rate limits of `/v1`.
     pub access: Arc<crate::auth::Access>,
+    /// How long at one step makes an unfinished saga stuck (`/flowz`, `/metrics`).
+    pub saga_stuck_after: Duration,
 }
 
 /// Limits applied to every request.
@@ -73,6 +76,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .merge(health::router())
         .merge(openapi::router(state.access.is_enabled()))
         .route("/metrics", get(metrics::scrape))
+        .route("/flowz", get(flow::flowz))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))

@@ -274,6 +274,7 @@ pub(crate) async fn create_order(
         let mut conn = state.pool.acquire().await?;
         if let Some(saga) = db::create::create(&mut conn, &record).await? {
             tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order created");
+            state.metrics.order_entered(&order);
             if let Some(wake) = &state.saga {
                 wake.notify_one();
             }
@@ -627,6 +628,7 @@ async fn transition(
             saga,
         } => {
             tracing::info!(order_id = %id, from = %previous, to = %to, "order status changed");
+            state.metrics.order_entered(&order);
             Ok(OrderResponse {
                 status: StatusCode::OK,
                 order: *order,
