@@ -12,6 +12,7 @@ use kube::{Client, ResourceExt};
 use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::connections::Connections;
+use super::flow::ServiceAddress;
 use crate::crd::OrderPlatform;
 use crate::metrics::Metrics;
 
@@ -34,6 +35,9 @@ pub struct Context {
     /// platform is released anyway.
     pub cleanup_timeout: Duration,
     pub(super) connections: Connections,
+    /// Where each platform's service answers `/flowz`, and the client that asks.
+    pub(super) service_address: ServiceAddress,
+    pub(super) http: reqwest::Client,
     /// Every OrderPlatform the controller watches (its reflector's store), to find two that
     /// name the same table or topic. Set by [`run`].
     pub(super) platforms: OnceLock<reflector::Store<OrderPlatform>>,
@@ -56,6 +60,12 @@ impl Context {
             provision_timeout: Duration::from_secs(30),
             cleanup_timeout: Duration::from_secs(600),
             connections: Connections::default(),
+            service_address: ServiceAddress::default(),
+            // No proxy: the services are in the cluster (or at --service-url).
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap_or_default(),
             platforms: OnceLock::new(),
         }
     }
@@ -70,6 +80,13 @@ impl Context {
 
     pub fn with_provision_timeout(mut self, timeout: Duration) -> Self {
         self.provision_timeout = timeout;
+        self
+    }
+
+    /// Reach every platform's service at `url` (an operator outside the cluster) rather than
+    /// at its Service's in-cluster name.
+    pub fn with_service_url(mut self, url: Option<String>) -> Self {
+        self.service_address.override_url = url;
         self
     }
 

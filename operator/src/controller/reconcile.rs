@@ -20,6 +20,7 @@ use super::decide::{decide, Observed};
 use super::error::Error;
 use super::execute::{execute, patch_status, publish};
 use super::external;
+use super::flow::{self, FlowReading};
 use super::status::{self, ResourceOutcome, Truth, Verdict};
 use crate::crd::{DeletionPolicy, OrderPlatform};
 use crate::provision::Intent;
@@ -237,7 +238,29 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         )
         .await;
     }
-    for verdict in [&migration.verdict, &tables, &topics, &service, &ready] {
+    // Whether the application moves its data: asked of the service itself, only once a pod
+    // is available to answer. Not part of Ready: a sink's outage does not stop orders.
+    let reading = if service.status == Truth::True {
+        flow::read(&ctx.http, &ctx.service_address, platform).await
+    } else {
+        FlowReading::NotServing
+    };
+    let (flowing, data_flow) = status::flow_verdict(
+        &reading,
+        platform.spec.data_flow.max_pending_age_seconds,
+        &now,
+    );
+    if data_flow.is_some() {
+        status.data_flow = data_flow;
+    }
+    for verdict in [
+        &migration.verdict,
+        &tables,
+        &topics,
+        &service,
+        &ready,
+        &flowing,
+    ] {
         status::set_condition(&mut status.conditions, verdict, generation, &now);
     }
     status.phase = Some(status::phase(&migration.verdict, &[&tables, &topics], &ready).into());
@@ -255,6 +278,8 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         &platform.name_any(),
         ready.status == Truth::True,
     );
+    ctx.metrics
+        .set_conditions(&namespace, &platform.name_any(), &status.conditions);
 
     if let Some(reason) = external_failure {
         // A call failed (endpoint down, timeout): back off like any transient error, and count
