@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod crash;
 mod create;
+mod dataflow;
 mod errors;
 mod health;
 mod kafka_tls;
