@@ -51,6 +51,7 @@ pub struct Metrics {
     failures: Family<ReasonLabels, Counter>,
     duration: Histogram,
     leader: Gauge,
+    retry_queue: Gauge,
     /// Exact quantiles for `order-operator bench` (the exported histogram has buckets only).
     durations_us: Mutex<hdrhistogram::Histogram<u64>>,
 }
@@ -83,6 +84,12 @@ impl Default for Metrics {
             "1 while this process holds the leader Lease",
             leader.clone(),
         );
+        let retry_queue = Gauge::default();
+        registry.register(
+            "retry_queue",
+            "Platforms whose last reconcile failed, waiting for their backoff to retry",
+            retry_queue.clone(),
+        );
         let ready = Family::<PlatformLabels, Gauge>::default();
         registry.register(
             "platform_ready",
@@ -109,6 +116,7 @@ impl Default for Metrics {
             failures,
             duration,
             leader,
+            retry_queue,
             durations_us,
         }
     }
@@ -201,6 +209,11 @@ impl Metrics {
             name: name.to_owned(),
         });
         self.set_conditions(namespace, name, &[]);
+    }
+
+    pub fn set_retry_queue(&self, waiting: usize) {
+        self.retry_queue
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     pub fn set_leader(&self, leading: bool) {

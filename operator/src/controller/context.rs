@@ -101,6 +101,7 @@ impl Context {
         let key = Self::key(platform);
         if let Ok(mut failures) = self.failures.lock() {
             failures.remove(&key);
+            self.metrics.set_retry_queue(failures.len());
         }
         if let Ok(mut warned) = self.warned.lock() {
             let prefix = format!("{key}#");
@@ -123,6 +124,7 @@ impl Context {
     pub(crate) fn succeeded(&self, platform: &OrderPlatform) {
         if let Ok(mut failures) = self.failures.lock() {
             failures.remove(&Self::key(platform));
+            self.metrics.set_retry_queue(failures.len());
         }
     }
 
@@ -155,7 +157,9 @@ impl Context {
             Ok(mut failures) => {
                 let count = failures.entry(Self::key(platform)).or_insert(0);
                 *count += 1;
-                *count
+                let count = *count;
+                self.metrics.set_retry_queue(failures.len());
+                count
             }
             Err(_) => 1,
         };

@@ -13,6 +13,7 @@ mod health;
 mod kafka_tls;
 mod lifecycle;
 mod list;
+mod metric_names;
 mod openapi;
 mod outage;
 mod participants;
