@@ -29,6 +29,12 @@ pub use super::build::FIELD_MANAGER;
 pub use super::cleanup::ABANDON_ANNOTATION;
 pub const FINALIZER: &str = "platform.orders.dev/cleanup";
 
+/// One span per reconcile, exported with the operator's traces (`telemetry.rs`).
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(namespace = %platform.namespace().unwrap_or_default(), name = %platform.name_any())
+)]
 pub async fn reconcile(platform: Arc<OrderPlatform>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = platform.namespace().ok_or(Error::MissingNamespace)?;
