@@ -169,6 +169,8 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         status::set_condition(&mut status.conditions, &verdict, generation, &now);
         status.phase = Some("Paused".into());
         patch_status(platform, ctx, &status).await?;
+        ctx.metrics
+            .set_conditions(&namespace, &platform.name_any(), &status.conditions);
         ctx.succeeded(platform);
         return Ok(Action::await_change());
     }
@@ -181,6 +183,8 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         patch_status(platform, ctx, &status).await?;
         ctx.metrics
             .set_ready(&namespace, &platform.name_any(), false);
+        ctx.metrics
+            .set_conditions(&namespace, &platform.name_any(), &status.conditions);
         if ctx.first_warning(platform, status::READY, "InvalidSpec") {
             publish(ctx, platform, EventType::Warning, "InvalidSpec", problem).await;
         }
