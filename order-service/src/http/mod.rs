@@ -63,7 +63,7 @@ pub struct HttpLimits {
 /// The whole application: API, probes, metrics and docs, with the middleware stack.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let request_id = axum::http::HeaderName::from_static("x-request-id");
-    // Authentication and rate limits guard the API; probes, metrics and docs stay open.
+    // Authentication and rate limits guard the API; probes, /flowz, metrics and docs stay open.
     let api = Router::new()
         .merge(orders::router())
         .merge(projections::router())
