@@ -61,6 +61,10 @@ export ORDER_PLATFORM_DEX
 
 # The read-replica tests (order-service/tests/api/replica.rs) use the stack's streaming replica.
 export ORDER_PLATFORM_REPLICA_URL
+# The alerting rules' unit tests (operator/tests/rules.rs) run promtool, built once from the
+# Prometheus Go module pinned in tools/promtool.
+ORDER_PLATFORM_PROMTOOL=$("$ROOT/scripts/promtool.sh" path)
+export ORDER_PLATFORM_PROMTOOL
 
 say "cargo test --workspace"
 cargo test --workspace --locked "$@"

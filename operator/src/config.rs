@@ -82,6 +82,12 @@ pub struct RunConfig {
     /// at once.
     #[arg(long, env = "ORDER_OPERATOR_CLEANUP_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
     pub cleanup_timeout: Duration,
+    /// Reach every platform's service at this base URL (e.g. `http://127.0.0.1:8080`) to read
+    /// its `/flowz` for the `DataFlowing` condition, instead of at its Service's in-cluster
+    /// name (`http://<name>.<namespace>.svc:<service.port>`): for an operator run outside the
+    /// cluster against one platform.
+    #[arg(long, env = "ORDER_OPERATOR_SERVICE_URL")]
+    pub service_url: Option<String>,
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub const MAX_NAME_LENGTH: usize = 40;
     namespaced,
     status = "OrderPlatformStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"DataFlowing","type":"string","jsonPath":".status.conditions[?(@.type==\"DataFlowing\")].status"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image","priority":1}"#,
@@ -140,6 +141,33 @@ pub struct OrderPlatformSpec {
     /// When true the operator changes nothing and reports `Paused`.
     #[serde(default)]
     pub paused: bool,
+    /// How the operator judges whether the service moves its data (the `DataFlowing`
+    /// condition, from the service's `/flowz` on each resync).
+    #[serde(default)]
+    pub data_flow: DataFlowSpec,
+}
+
+/// Thresholds of the `DataFlowing` condition.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataFlowSpec {
+    /// `DataFlowing` turns False (reason `BacklogAging`) when the oldest event pending for a
+    /// sink is older than this many seconds. Default 300.
+    #[serde(default = "default_max_pending_age")]
+    #[x_kube(validation = Rule::new("self >= 10 && self <= 604800").message("dataFlow.maxPendingAgeSeconds must be 10 to 604800"))]
+    pub max_pending_age_seconds: i64,
+}
+
+impl Default for DataFlowSpec {
+    fn default() -> Self {
+        Self {
+            max_pending_age_seconds: default_max_pending_age(),
+        }
+    }
+}
+
+fn default_max_pending_age() -> i64 {
+    300
 }
 
 fn default_replicas() -> i32 {
@@ -703,8 +731,8 @@ pub struct OrderPlatformStatus {
     /// `Pending`, `Migrating`, `Progressing`, `Ready`, `Degraded`, `Paused` or `Deleting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
-    /// `MigrationsSucceeded`, `TablesReady`, `TopicsReady`, `ServiceAvailable`, `Ready`, and
-    /// `Paused` while paused.
+    /// `MigrationsSucceeded`, `TablesReady`, `TopicsReady`, `ServiceAvailable`, `Ready`,
+    /// `DataFlowing` (not part of `Ready`), and `Paused` while paused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The newest image whose migrations succeeded.
@@ -727,6 +755,40 @@ pub struct OrderPlatformStatus {
     /// The Kafka topics, as last provisioned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topics: Vec<ExternalResourceStatus>,
+    /// What the service's `/flowz` said on the last resync that reached it: its outbox per sink
+    /// and its stuck sagas. Kept from that resync while the service cannot be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_flow: Option<DataFlowStatus>,
+}
+
+/// The service's data flow, as read from its `/flowz`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataFlowStatus {
+    /// One entry per sink the service delivers to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sinks: Vec<SinkFlowStatus>,
+    /// Unfinished sagas at the same step for longer than the service's `--saga-stuck-after`
+    /// (`order-service sagas --stuck` lists them).
+    #[serde(default)]
+    pub sagas_stuck: i64,
+    /// When it was read (RFC 3339, UTC).
+    pub observed_at: String,
+}
+
+/// One sink's outbox.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SinkFlowStatus {
+    /// `dynamodb` or `kafka`.
+    pub sink: String,
+    /// Deliveries waiting.
+    pub pending: i64,
+    /// Age in whole seconds of the oldest pending event; unset when nothing is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_pending_seconds: Option<i64>,
+    /// Deliveries the sink refused for good (`order-service outbox parked`).
+    pub parked: i64,
 }
 
 /// One table or topic.

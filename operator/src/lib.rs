@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod provision;
 pub mod rbac;
 pub mod run;
+pub mod telemetry;

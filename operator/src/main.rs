@@ -1,26 +1,17 @@
 //! `order-operator`: wiring only.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use kube::CustomResourceExt;
 use order_operator::config::{Cli, Command};
 use order_operator::crd::OrderPlatform;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_new(&cli.log_level)?;
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        logs.init();
-    } else {
-        logs.json().flatten_event(true).init();
-    }
+    // Kept to the end of main: dropping it flushes exported spans.
+    let _telemetry = order_operator::telemetry::init(&cli.log_level)?;
     match cli.command {
         Command::Crd => print!("{}", serde_yaml::to_string(&OrderPlatform::crd())?),
         Command::Rbac => print!("{}", order_operator::rbac::render()?),

@@ -96,7 +96,8 @@ pub async fn run(config: RunConfig) -> anyhow::Result<()> {
             config.resync,
         )
         .with_provision_timeout(config.provision_timeout)
-        .with_cleanup_timeout(config.cleanup_timeout),
+        .with_cleanup_timeout(config.cleanup_timeout)
+        .with_service_url(config.service_url.clone()),
     );
     controller::run(ctx, config.watch_namespace.clone(), trigger).await;
     watcher.abort();

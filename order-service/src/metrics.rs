@@ -1,5 +1,5 @@
-//! Prometheus metrics of the service: HTTP (and its rate limits), the database pool and the
-//! outbox.
+//! Prometheus metrics of the service: HTTP (and its rate limits), the database pool, the
+//! outbox, the sagas, and the business: orders and their value by status and currency.
 //!
 //! One `Registry` per application instance (no globals), so tests in one process each see
 //! their own counts. Gauges that describe stored state (pool, backlog) are set at scrape time.
@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use sqlx::PgPool;
 
 use crate::db::outbox::Backlog;
+use crate::domain::Order;
 use crate::outbox::sink::Sink;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,6 +121,14 @@ pub struct ProductEventLabels {
     pub effect: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OrderLabels {
+    /// The status the order entered (`PENDING` when created).
+    pub status: &'static str,
+    /// ISO 4217 code; a fixed set (`Currency::parse`), so the series stay bounded.
+    pub currency: String,
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 type CallHistograms = Family<CallLabels, Histogram, fn() -> Histogram>;
 type SagaHistograms = Family<SagaLabels, Histogram, fn() -> Histogram>;
@@ -153,6 +162,9 @@ pub struct Metrics {
     product_events: Family<ProductEventLabels, Counter>,
     product_events_partitions: Gauge,
     product_events_lag: Family<PartitionLabels, Gauge>,
+    sagas_stuck: Gauge,
+    orders: Family<OrderLabels, Counter>,
+    order_value: Family<OrderLabels, Counter>,
 }
 
 impl Metrics {
@@ -330,6 +342,25 @@ impl Metrics {
             "Product events not yet read, per partition",
             product_events_lag.clone(),
         );
+        let sagas_stuck = Gauge::default();
+        registry.register(
+            "sagas_stuck",
+            "Unfinished sagas at the same step for longer than --saga-stuck-after",
+            sagas_stuck.clone(),
+        );
+        let orders = Family::<OrderLabels, Counter>::default();
+        registry.register(
+            "orders",
+            "Orders entering a status (created: PENDING), by status and currency",
+            orders.clone(),
+        );
+        let order_value = Family::<OrderLabels, Counter>::default();
+        registry.register(
+            "order_value_minor",
+            "Total value of the orders entering a status, in minor units of their currency \
+             (cents for EUR), by status and currency",
+            order_value.clone(),
+        );
         Self {
             registry,
             requests,
@@ -359,6 +390,9 @@ impl Metrics {
             product_events,
             product_events_partitions,
             product_events_lag,
+            sagas_stuck,
+            orders,
+            order_value,
         }
     }
 
@@ -443,6 +477,23 @@ impl Metrics {
 
     pub fn read_routed(&self, kind: &'static str, source: &'static str) {
         self.reads.get_or_create(&ReadLabels { kind, source }).inc();
+    }
+
+    /// Counts an order that entered its current status (after the change was committed).
+    pub fn order_entered(&self, order: &Order) {
+        let labels = OrderLabels {
+            status: order.status.as_str(),
+            currency: order.currency.clone(),
+        };
+        self.orders.get_or_create(&labels).inc();
+        // A total is never negative (validated at creation); a corrupt row counts as 0.
+        self.order_value
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(order.total_minor).unwrap_or(0));
+    }
+
+    pub fn observe_sagas_stuck(&self, stuck: i64) {
+        self.sagas_stuck.set(stuck);
     }
 
     pub fn throttled(&self, caller: &'static str) {

@@ -189,6 +189,7 @@ impl Application {
             saga: saga.as_ref().map(|runner| runner.wake()),
             catalog,
             access: access.clone(),
+            saga_stuck_after: config.saga.saga_stuck_after,
         };
         let limits = HttpLimits {
             body_limit_bytes: config.body_limit_bytes,

@@ -1,7 +1,8 @@
 //! Logging and tracing: `tracing` with JSON output when not on a terminal; W3C trace context
 //! (`traceparent`) from requests to the saga's participant calls and Kafka headers; spans
 //! exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard
-//! OpenTelemetry variables configure the exporter).
+//! OpenTelemetry variables configure the exporter; `OTEL_TRACES_SAMPLER` and
+//! `OTEL_TRACES_SAMPLER_ARG` the sampler, parent-based ratio by default, a bad value refused).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -9,7 +10,8 @@ use std::io::IsTerminal;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use platform_resources::sampling::Sampling;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -59,7 +61,7 @@ pub fn init(config: &LogConfig) -> anyhow::Result<Telemetry> {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Ok(endpoint) if !endpoint.trim().is_empty() => Some(otlp_provider()?),
+        Ok(endpoint) if !endpoint.trim().is_empty() => Some(otlp_provider(Sampling::from_env()?)?),
         _ => None,
     };
     // Spans are traced at info whatever the log level: quiet logs must not cut traces.
@@ -89,7 +91,21 @@ pub fn init(config: &LogConfig) -> anyhow::Result<Telemetry> {
     Ok(Telemetry { provider })
 }
 
-fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
+/// The SDK's sampler for `sampling`.
+pub fn sampler(sampling: Sampling) -> Sampler {
+    match sampling {
+        Sampling::AlwaysOn => Sampler::AlwaysOn,
+        Sampling::AlwaysOff => Sampler::AlwaysOff,
+        Sampling::Ratio(ratio) => Sampler::TraceIdRatioBased(ratio),
+        Sampling::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        Sampling::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        Sampling::ParentBasedRatio(ratio) => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+        }
+    }
+}
+
+fn otlp_provider(sampling: Sampling) -> anyhow::Result<SdkTracerProvider> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .build()
@@ -100,6 +116,7 @@ fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
         )
         .build();
     Ok(SdkTracerProvider::builder()
+        .with_sampler(sampler(sampling))
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())
@@ -196,5 +213,47 @@ mod tests {
         let span = tracing::Span::none();
         assert_eq!(traceparent_of(&span, Some(good)).as_deref(), Some(good));
         assert_eq!(traceparent_of(&span, None), None);
+    }
+
+    #[test]
+    fn the_sampler_follows_the_callers_decision_and_samples_new_traces_at_the_ratio() {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, SpanKind, TraceFlags, TraceId, TraceState,
+        };
+        use opentelemetry::Context;
+        use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample};
+        let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        let parent = |flags: TraceFlags| {
+            Context::new().with_remote_span_context(SpanContext::new(
+                trace_id,
+                SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+                flags,
+                true,
+                TraceState::default(),
+            ))
+        };
+        let decide = |sampling: Sampling, context: Option<&Context>| {
+            sampler(sampling)
+                .should_sample(context, trace_id, "span", &SpanKind::Server, &[], &[])
+                .decision
+        };
+        let never = Sampling::ParentBasedRatio(0.0);
+        assert_eq!(decide(never, None), SamplingDecision::Drop);
+        assert_eq!(
+            decide(never, Some(&parent(TraceFlags::SAMPLED))),
+            SamplingDecision::RecordAndSample
+        );
+        let always = Sampling::ParentBasedRatio(1.0);
+        assert_eq!(decide(always, None), SamplingDecision::RecordAndSample);
+        assert_eq!(
+            decide(always, Some(&parent(TraceFlags::default()))),
+            SamplingDecision::Drop
+        );
+        // Not parent-based: the ratio decides whatever the caller said.
+        assert_eq!(
+            decide(Sampling::Ratio(0.0), Some(&parent(TraceFlags::SAMPLED))),
+            SamplingDecision::Drop
+        );
+        assert_eq!(decide(Sampling::AlwaysOff, None), SamplingDecision::Drop);
     }
 }

@@ -3,6 +3,9 @@
 //!
 //! The service (which writes these resources) and the operator (which provisions them) both
 //! compile this crate, so a key schema or a name cannot drift between them. No SDKs here.
+//! `sampling` is shared the same way: how both read the trace sampling variables.
+
+pub mod sampling;
 
 /// A DynamoDB scalar attribute type, as used in key schemas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use kube::{Client, ResourceExt};
 use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::connections::Connections;
+use super::flow::ServiceAddress;
 use crate::crd::OrderPlatform;
 use crate::metrics::Metrics;
 
@@ -34,6 +35,9 @@ pub struct Context {
     /// platform is released anyway.
     pub cleanup_timeout: Duration,
     pub(super) connections: Connections,
+    /// Where each platform's service answers `/flowz`, and the client that asks.
+    pub(super) service_address: ServiceAddress,
+    pub(super) http: reqwest::Client,
     /// Every OrderPlatform the controller watches (its reflector's store), to find two that
     /// name the same table or topic. Set by [`run`].
     pub(super) platforms: OnceLock<reflector::Store<OrderPlatform>>,
@@ -56,6 +60,12 @@ impl Context {
             provision_timeout: Duration::from_secs(30),
             cleanup_timeout: Duration::from_secs(600),
             connections: Connections::default(),
+            service_address: ServiceAddress::default(),
+            // No proxy: the services are in the cluster (or at --service-url).
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap_or_default(),
             platforms: OnceLock::new(),
         }
     }
@@ -73,6 +83,13 @@ impl Context {
         self
     }
 
+    /// Reach every platform's service at `url` (an operator outside the cluster) rather than
+    /// at its Service's in-cluster name.
+    pub fn with_service_url(mut self, url: Option<String>) -> Self {
+        self.service_address.override_url = url;
+        self
+    }
+
     pub fn with_cleanup_timeout(mut self, timeout: Duration) -> Self {
         self.cleanup_timeout = timeout;
         self
@@ -84,6 +101,7 @@ impl Context {
         let key = Self::key(platform);
         if let Ok(mut failures) = self.failures.lock() {
             failures.remove(&key);
+            self.metrics.set_retry_queue(failures.len());
         }
         if let Ok(mut warned) = self.warned.lock() {
             let prefix = format!("{key}#");
@@ -106,6 +124,7 @@ impl Context {
     pub(crate) fn succeeded(&self, platform: &OrderPlatform) {
         if let Ok(mut failures) = self.failures.lock() {
             failures.remove(&Self::key(platform));
+            self.metrics.set_retry_queue(failures.len());
         }
     }
 
@@ -138,7 +157,9 @@ impl Context {
             Ok(mut failures) => {
                 let count = failures.entry(Self::key(platform)).or_insert(0);
                 *count += 1;
-                *count
+                let count = *count;
+                self.metrics.set_retry_queue(failures.len());
+                count
             }
             Err(_) => 1,
         };

@@ -10,6 +10,7 @@ mod decide;
 mod error;
 mod execute;
 mod external;
+mod flow;
 mod reconcile;
 mod rollout;
 pub mod status;

@@ -20,6 +20,7 @@ use super::decide::{decide, Observed};
 use super::error::Error;
 use super::execute::{execute, patch_status, publish};
 use super::external;
+use super::flow::{self, FlowReading};
 use super::status::{self, ResourceOutcome, Truth, Verdict};
 use crate::crd::{DeletionPolicy, OrderPlatform};
 use crate::provision::Intent;
@@ -28,6 +29,12 @@ pub use super::build::FIELD_MANAGER;
 pub use super::cleanup::ABANDON_ANNOTATION;
 pub const FINALIZER: &str = "platform.orders.dev/cleanup";
 
+/// One span per reconcile, exported with the operator's traces (`telemetry.rs`).
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(namespace = %platform.namespace().unwrap_or_default(), name = %platform.name_any())
+)]
 pub async fn reconcile(platform: Arc<OrderPlatform>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = platform.namespace().ok_or(Error::MissingNamespace)?;
@@ -162,6 +169,8 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         status::set_condition(&mut status.conditions, &verdict, generation, &now);
         status.phase = Some("Paused".into());
         patch_status(platform, ctx, &status).await?;
+        ctx.metrics
+            .set_conditions(&namespace, &platform.name_any(), &status.conditions);
         ctx.succeeded(platform);
         return Ok(Action::await_change());
     }
@@ -174,6 +183,8 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         patch_status(platform, ctx, &status).await?;
         ctx.metrics
             .set_ready(&namespace, &platform.name_any(), false);
+        ctx.metrics
+            .set_conditions(&namespace, &platform.name_any(), &status.conditions);
         if ctx.first_warning(platform, status::READY, "InvalidSpec") {
             publish(ctx, platform, EventType::Warning, "InvalidSpec", problem).await;
         }
@@ -237,7 +248,29 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         )
         .await;
     }
-    for verdict in [&migration.verdict, &tables, &topics, &service, &ready] {
+    // Whether the application moves its data: asked of the service itself, only once a pod
+    // is available to answer. Not part of Ready: a sink's outage does not stop orders.
+    let reading = if service.status == Truth::True {
+        flow::read(&ctx.http, &ctx.service_address, platform).await
+    } else {
+        FlowReading::NotServing
+    };
+    let (flowing, data_flow) = status::flow_verdict(
+        &reading,
+        platform.spec.data_flow.max_pending_age_seconds,
+        &now,
+    );
+    if data_flow.is_some() {
+        status.data_flow = data_flow;
+    }
+    for verdict in [
+        &migration.verdict,
+        &tables,
+        &topics,
+        &service,
+        &ready,
+        &flowing,
+    ] {
         status::set_condition(&mut status.conditions, verdict, generation, &now);
     }
     status.phase = Some(status::phase(&migration.verdict, &[&tables, &topics], &ready).into());
@@ -255,6 +288,8 @@ async fn apply(platform: &OrderPlatform, ctx: &Context) -> Result<Action, Error>
         &platform.name_any(),
         ready.status == Truth::True,
     );
+    ctx.metrics
+        .set_conditions(&namespace, &platform.name_any(), &status.conditions);
 
     if let Some(reason) = external_failure {
         // A call failed (endpoint down, timeout): back off like any transient error, and count

@@ -7,7 +7,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::build::Revision;
-use crate::crd::ExternalResourceStatus;
+use super::flow::FlowReading;
+use crate::crd::{DataFlowStatus, ExternalResourceStatus, SinkFlowStatus};
 use crate::provision::Origin;
 
 pub const MIGRATIONS_SUCCEEDED: &str = "MigrationsSucceeded";
@@ -16,6 +17,7 @@ pub const TOPICS_READY: &str = "TopicsReady";
 pub const SERVICE_AVAILABLE: &str = "ServiceAvailable";
 pub const READY: &str = "Ready";
 pub const PAUSED: &str = "Paused";
+pub const DATA_FLOWING: &str = "DataFlowing";
 
 /// `True`, `False` or `Unknown`, as conditions spell them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +309,100 @@ pub fn phase(migrations: &Verdict, external: &[&Verdict], ready: &Verdict) -> &'
     "Progressing"
 }
 
+/// `DataFlowing` from what the service's `/flowz` said: False (`BacklogAging`) when a sink's
+/// oldest pending event is older than `max_pending_age` seconds, True (`Flowing`) otherwise;
+/// Unknown when the service could not be asked (`ServiceUnreachable`, `ServiceNotAvailable`).
+/// The status to show is the new reading, or `None` to keep the last one.
+pub fn flow_verdict(
+    reading: &FlowReading,
+    max_pending_age: i64,
+    now: &Time,
+) -> (Verdict, Option<DataFlowStatus>) {
+    let report = match reading {
+        FlowReading::NotServing => {
+            let verdict = Verdict::new(
+                DATA_FLOWING,
+                Truth::Unknown,
+                "ServiceNotAvailable",
+                "no service pod is available to report its data flow",
+            );
+            return (verdict, None);
+        }
+        FlowReading::Unreachable(problem) => {
+            let verdict = Verdict::new(
+                DATA_FLOWING,
+                Truth::Unknown,
+                "ServiceUnreachable",
+                format!("could not read the service's data flow: {problem}"),
+            );
+            return (verdict, None);
+        }
+        FlowReading::Read(report) => report,
+    };
+    let sinks: Vec<SinkFlowStatus> = report
+        .sinks
+        .iter()
+        .map(|s| SinkFlowStatus {
+            sink: s.sink.clone(),
+            pending: s.pending,
+            // Whole seconds: a status that changed every read by a fraction would be noise.
+            oldest_pending_seconds: s.oldest_pending_seconds.map(|age| age.max(0.0) as i64),
+            parked: s.parked,
+        })
+        .collect();
+    let aging: Vec<String> = sinks
+        .iter()
+        .filter_map(|s| {
+            let age = s.oldest_pending_seconds?;
+            (age > max_pending_age).then(|| {
+                format!(
+                    "the oldest event pending for {} is {age} s old ({} pending)",
+                    s.sink, s.pending
+                )
+            })
+        })
+        .collect();
+    let parked: Vec<String> = sinks
+        .iter()
+        .filter(|s| s.parked > 0)
+        .map(|s| format!("{} parked for {}", s.parked, s.sink))
+        .collect();
+    let mut notes = Vec::new();
+    if !parked.is_empty() {
+        notes.push(format!(
+            "{} (order-service outbox parked)",
+            parked.join(", ")
+        ));
+    }
+    if report.sagas_stuck > 0 {
+        notes.push(format!(
+            "{} sagas stuck (order-service sagas --stuck)",
+            report.sagas_stuck
+        ));
+    }
+    let verdict = if aging.is_empty() {
+        let mut message = format!("every sink's oldest pending event is under {max_pending_age} s");
+        for note in &notes {
+            message.push_str("; ");
+            message.push_str(note);
+        }
+        Verdict::new(DATA_FLOWING, Truth::True, "Flowing", message)
+    } else {
+        let mut message = format!("{} (limit {max_pending_age} s)", aging.join("; "));
+        for note in &notes {
+            message.push_str("; ");
+            message.push_str(note);
+        }
+        Verdict::new(DATA_FLOWING, Truth::False, "BacklogAging", message)
+    };
+    let status = DataFlowStatus {
+        sinks,
+        sagas_stuck: report.sagas_stuck,
+        observed_at: now.0.to_string(),
+    };
+    (verdict, Some(status))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,5 +586,95 @@ mod tests {
         let states: Vec<_> = entries.iter().map(|e| e.state.as_str()).collect();
         assert_eq!(states, ["Ready", "Failed", "Refused"]);
         assert_eq!(entries[1].last_error.as_deref(), Some("Timeout: no answer"));
+    }
+
+    fn report(sinks: &[(&str, i64, i64, Option<f64>)], stuck: i64) -> FlowReading {
+        FlowReading::Read(super::super::flow::FlowReport {
+            sinks: sinks
+                .iter()
+                .map(
+                    |(sink, pending, parked, age)| super::super::flow::SinkReport {
+                        sink: (*sink).into(),
+                        pending: *pending,
+                        parked: *parked,
+                        oldest_pending_seconds: *age,
+                    },
+                )
+                .collect(),
+            sagas_stuck: stuck,
+        })
+    }
+
+    #[test]
+    fn a_sink_whose_oldest_pending_event_is_past_the_limit_stops_the_flow() {
+        let reading = report(
+            &[("dynamodb", 0, 0, None), ("kafka", 37, 0, Some(412.7))],
+            0,
+        );
+        let (verdict, status) = flow_verdict(&reading, 300, &at(1000));
+        assert_eq!(
+            (verdict.status, verdict.reason),
+            (Truth::False, "BacklogAging")
+        );
+        assert!(
+            verdict.message.contains("kafka is 412 s old (37 pending)"),
+            "{}",
+            verdict.message
+        );
+        assert!(!verdict.message.contains("dynamodb"), "{}", verdict.message);
+        let status = status.expect("a reading is shown");
+        assert_eq!(status.sinks.len(), 2);
+        assert_eq!(status.sinks[1].oldest_pending_seconds, Some(412));
+        assert_eq!(status.sinks[0].oldest_pending_seconds, None);
+    }
+
+    #[test]
+    fn a_backlog_younger_than_the_limit_flows_and_parked_events_and_stuck_sagas_are_told() {
+        let reading = report(&[("kafka", 5, 2, Some(300.0))], 3);
+        let (verdict, status) = flow_verdict(&reading, 300, &at(1000));
+        assert_eq!((verdict.status, verdict.reason), (Truth::True, "Flowing"));
+        assert!(
+            verdict.message.contains("2 parked for kafka"),
+            "{}",
+            verdict.message
+        );
+        assert!(
+            verdict.message.contains("3 sagas stuck"),
+            "{}",
+            verdict.message
+        );
+        let status = status.expect("shown");
+        assert_eq!((status.sinks[0].parked, status.sagas_stuck), (2, 3));
+        // Exactly at the limit still flows; one second past it does not.
+        let (verdict, _) = flow_verdict(&report(&[("kafka", 5, 0, Some(301.0))], 0), 300, &at(1));
+        assert_eq!(verdict.status, Truth::False);
+    }
+
+    #[test]
+    fn a_service_that_cannot_be_asked_is_unknown_and_keeps_the_last_reading() {
+        let (verdict, status) = flow_verdict(
+            &FlowReading::Unreachable("GET http://shop.ns.svc:8080/flowz timed out".into()),
+            300,
+            &at(1),
+        );
+        assert_eq!(
+            (verdict.status, verdict.reason),
+            (Truth::Unknown, "ServiceUnreachable")
+        );
+        assert!(verdict.message.contains("timed out"));
+        assert_eq!(status, None);
+        let (verdict, status) = flow_verdict(&FlowReading::NotServing, 300, &at(1));
+        assert_eq!(
+            (verdict.status, verdict.reason),
+            (Truth::Unknown, "ServiceNotAvailable")
+        );
+        assert_eq!(status, None);
+    }
+
+    #[test]
+    fn a_service_without_sinks_flows() {
+        let (verdict, status) = flow_verdict(&report(&[], 0), 300, &at(1));
+        assert_eq!(verdict.status, Truth::True);
+        assert!(status.expect("shown").sinks.is_empty());
     }
 }

@@ -117,6 +117,70 @@ async fn the_chart_lints_renders_and_every_object_passes_a_server_dry_run() {
         .iter()
         .any(|k| k == "ServiceMonitor"));
 
+    // The alerting rules, the service's PodMonitor and the dashboards render when asked for:
+    // the PrometheusRule's spec is the rules file promtool tests (tests/rules.rs), unchanged,
+    // and each dashboard is its file, under the label Grafana's sidecar watches.
+    let observability = helm(&[
+        "template",
+        "orders",
+        chart,
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
+        "metrics.podMonitor.enabled=true",
+        "--set",
+        "metrics.dashboards.enabled=true",
+        "--set",
+        "metrics.dashboards.folder=Orders",
+    ])
+    .await;
+    let objects = documents(&observability);
+    let rule = objects
+        .iter()
+        .find(|o| o["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shipped: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("charts/order-platform/files/prometheus-rules.yaml"))
+            .expect("the rules file"),
+    )
+    .expect("YAML");
+    assert_eq!(rule["spec"], shipped);
+    assert!(kinds(&objects).iter().any(|k| k == "PodMonitor"));
+    let dashboards: Vec<&serde_yaml::Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap" && o["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .collect();
+    assert_eq!(dashboards.len(), 2, "{observability}");
+    for dashboard in dashboards {
+        assert_eq!(
+            dashboard["metadata"]["annotations"]["grafana_folder"],
+            "Orders"
+        );
+        let data = dashboard["data"].as_mapping().expect("data");
+        let (file, json) = data.iter().next().expect("one dashboard");
+        let file = file.as_str().expect("a file name");
+        let expected = std::fs::read_to_string(
+            root.join("charts/order-platform/files/dashboards")
+                .join(file),
+        )
+        .expect("the dashboard file");
+        assert_eq!(
+            json.as_str().map(str::trim_end),
+            Some(expected.trim_end()),
+            "{file}"
+        );
+    }
+    // Off by default.
+    let defaults = helm(&["template", "orders", chart]).await;
+    let default_kinds = kinds(&documents(&defaults));
+    assert!(
+        !default_kinds
+            .iter()
+            .any(|k| k == "PrometheusRule" || k == "PodMonitor" || k == "ConfigMap"),
+        "{default_kinds:?}"
+    );
+
     // values.schema.json refuses bad values with the path of the value.
     let bad = run(
         &tool("ORDER_PLATFORM_HELM"),

@@ -15,3 +15,4 @@ mod stack;
 mod support;
 #[path = "../common/tools.rs"]
 mod tools;
+mod traces;

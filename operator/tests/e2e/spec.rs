@@ -256,7 +256,15 @@ async fn kubectl_get_shows_the_printer_columns() {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "READY", "PHASE", "REPLICAS", "IMAGE", "AGE"],
+        [
+            "NAME",
+            "READY",
+            "DATAFLOWING",
+            "PHASE",
+            "REPLICAS",
+            "IMAGE",
+            "AGE"
+        ],
         "{text}"
     );
     let row: Vec<&str> = text
@@ -265,7 +273,12 @@ async fn kubectl_get_shows_the_printer_columns() {
         .unwrap_or_default()
         .split_whitespace()
         .collect();
-    assert_eq!(&row[..5], ["shop", "True", "Ready", "2", IMAGE_1], "{text}");
+    // No service answers behind kwok's pods: the data flow is Unknown, not False.
+    assert_eq!(
+        &row[..6],
+        ["shop", "True", "Unknown", "Ready", "2", IMAGE_1],
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ mod support;
 #[path = "../common/tools.rs"]
 mod tools;
 
+mod dataflow;
 mod install;
 mod load;
 mod node;

@@ -39,31 +39,37 @@ impl Release {
     /// `helm install --wait` into `namespace`: the operator's and the dev stack's Deployments
     /// are Available (their readiness probes passed in real containers) when this returns.
     pub async fn install(namespace: &TestNamespace) -> Self {
+        Self::install_with(namespace, &[]).await
+    }
+
+    /// [`Release::install`] with more `--set` values (`key=value` each).
+    pub async fn install_with(namespace: &TestNamespace, sets: &[&str]) -> Self {
         let name = format!("rn{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
         let node_port = free_node_port();
         let chart = chart();
         let values: PathBuf = chart.join("../../examples/real-node-values.yaml");
-        helm(&[
-            "install",
-            &name,
-            chart.to_str().expect("UTF-8 path"),
-            "--namespace",
-            namespace.name(),
+        let mut args: Vec<String> = vec![
+            "install".into(),
+            name.clone(),
+            chart.to_str().expect("UTF-8 path").into(),
+            "--namespace".into(),
+            namespace.name().into(),
             // The README's values for the real node: placement of the operator, the dev stack
             // and the example platform.
-            "--values",
-            values.to_str().expect("UTF-8 path"),
-            "--set",
-            &format!("dev.nodePort={node_port}"),
+            "--values".into(),
+            values.to_str().expect("UTF-8 path").into(),
+            "--set".into(),
+            format!("dev.nodePort={node_port}"),
             // One operator per platform: a release of another test (still terminating, say)
             // must not reconcile this one's platform.
-            "--set",
-            &format!("operator.watchNamespace={}", namespace.name()),
-            "--wait",
-            "--timeout",
-            "5m",
-        ])
-        .await;
+            "--set".into(),
+            format!("operator.watchNamespace={}", namespace.name()),
+        ];
+        for set in sets {
+            args.extend(["--set".to_owned(), (*set).to_owned()]);
+        }
+        args.extend(["--wait", "--timeout", "5m"].map(str::to_owned));
+        helm(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
         Self {
             name,
             namespace: namespace.name().to_owned(),

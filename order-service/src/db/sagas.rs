@@ -240,3 +240,25 @@ pub async fn stuck(
     .await?;
     rows.into_iter().map(Record::view).collect()
 }
+
+/// The most unfinished sagas [`count_stuck`] reads: past it the count saturates.
+pub const STUCK_COUNT_CAP: i64 = 10_000;
+
+/// How many unfinished sagas have been at the same step for `older_than`, counting at most
+/// [`STUCK_COUNT_CAP`] (cheap enough for every `/metrics` scrape: unfinished sagas only, through
+/// the partial index on them).
+pub async fn count_stuck(
+    conn: &mut PgConnection,
+    older_than: Duration,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM sagas
+                               WHERE state IN ('RUNNING', 'COMPENSATING')
+                                 AND step_since < now() - make_interval(secs => $1)
+                               LIMIT $2) s",
+    )
+    .bind(older_than.as_secs_f64())
+    .bind(STUCK_COUNT_CAP)
+    .fetch_one(conn)
+    .await
+}

@@ -8,7 +8,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::db;
 use crate::metrics::{RequestLabels, RouteLabels};
 
 /// Counts and times every request under its route template.
@@ -40,24 +39,15 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
 
 /// Prometheus metrics (OpenMetrics text): requests, latency, outbox backlog, pool, sagas.
 ///
-/// The outbox backlog is read from PostgreSQL at scrape time, with bounded index reads
-/// (`db::outbox::backlog`); when that read fails the other metrics are still served.
+/// The outbox backlog and the stuck sagas are read from PostgreSQL at scrape time, with bounded
+/// index reads (`flow::read`); when that read fails the other metrics are still served.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses(
     (status = 200, description = "The metrics", body = String,
      content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
     (status = 500, description = "Rendering the metrics failed (no body)")))]
 pub async fn scrape(State(state): State<AppState>) -> Response {
-    if !state.sinks.is_empty() {
-        let backlog = async {
-            let mut conn = state.pool.acquire().await?;
-            db::outbox::backlog(&mut conn, &state.sinks).await
-        };
-        match backlog.await {
-            Ok(backlog) => state.metrics.observe_backlog(&state.sinks, &backlog),
-            Err(error) => {
-                tracing::warn!(error = %crate::telemetry::error_chain(&error), "reading the outbox backlog failed")
-            }
-        }
+    if let Err(error) = super::flow::read(&state).await {
+        tracing::warn!(error = %crate::telemetry::error_chain(&error), "reading the outbox backlog and stuck sagas failed")
     }
     match state.metrics.render(&state.pool) {
         Ok(text) => (

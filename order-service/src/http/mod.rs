@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod flow;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub catalog: Option<Arc<crate::catalog::Catalog>>,
     /// Authentication and rate limits of `/v1`.
     pub access: Arc<crate::auth::Access>,
+    /// How long at one step makes an unfinished saga stuck (`/flowz`, `/metrics`).
+    pub saga_stuck_after: Duration,
 }
 
 /// Limits applied to every request.
@@ -66,7 +69,7 @@ pub struct HttpLimits {
 /// The whole application: API, probes, metrics and docs, with the middleware stack.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let request_id = axum::http::HeaderName::from_static("x-request-id");
-    // Authentication and rate limits guard the API; probes, metrics and docs stay open.
+    // Authentication and rate limits guard the API; probes, /flowz, metrics and docs stay open.
     let api = Router::new()
         .merge(orders::router())
         .merge(projections::router())
@@ -83,6 +86,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
             state.catalog.is_some(),
         ))
         .route("/metrics", get(metrics::scrape))
+        .route("/flowz", get(flow::flowz))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))

@@ -39,6 +39,7 @@ use super::AppState;
         super::health::livez,
         super::health::readyz,
         super::metrics::scrape,
+        super::flow::flowz,
     ),
     components(schemas(Problem), responses(
         BadRequest,

@@ -367,6 +367,7 @@ pub(crate) async fn create_order(
         let mut conn = state.pool.acquire().await?;
         if let Some(saga) = db::create::create(&mut conn, &record).await? {
             tracing::info!(order_id = %order.id, customer_id = %order.customer_id, "order created");
+            state.metrics.order_entered(&order);
             if let Some(wake) = &state.saga {
                 wake.notify_one();
             }
@@ -721,6 +722,7 @@ async fn transition(
             saga,
         } => {
             tracing::info!(order_id = %id, from = %previous, to = %to, "order status changed");
+            state.metrics.order_entered(&order);
             Ok(OrderResponse {
                 status: StatusCode::OK,
                 order: *order,

@@ -103,6 +103,10 @@ pub struct SagaConfig {
     /// is cancelled (`<participant>_unavailable`) and what was done is undone.
     #[arg(long, env = "ORDER_SERVICE_SAGA_DEADLINE", default_value = "1h", value_parser = humantime::parse_duration)]
     pub saga_deadline: Duration,
+    /// An unfinished saga at the same step for longer than this counts as stuck: in
+    /// `order_service_sagas_stuck` (the `OrderSagaStuck` alert) and in `/flowz`.
+    #[arg(long, env = "ORDER_SERVICE_SAGA_STUCK_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub saga_stuck_after: Duration,
 }
 
 pub(crate) fn parse_base_url(value: &str) -> Result<Url, String> {

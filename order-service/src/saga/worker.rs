@@ -319,6 +319,8 @@ impl SagaRunner {
             Step::ConfirmOrder => (OrderStatus::Confirmed, SagaState::Confirmed),
             _ => (OrderStatus::Cancelled, SagaState::Cancelled),
         };
+        // The order as it entered its new status, counted once the change is committed.
+        let mut entered = None;
         if current.status == OrderStatus::Pending {
             let reason = (target == OrderStatus::Cancelled)
                 .then_some(held.cancel_reason.as_deref())
@@ -330,6 +332,7 @@ impl SagaRunner {
             let event = EventEnvelope::status_changed(&order, current.status, ACTOR_SAGA, None)
                 .with_traceparent(held.traceparent.clone());
             db::outbox::insert(&mut tx, &event, &self.sinks).await?;
+            entered = Some(order);
         } else if step == Step::ConfirmOrder {
             // Cancelled through the API while the saga ran: undo instead.
             tx.rollback().await?;
@@ -351,6 +354,9 @@ impl SagaRunner {
         };
         db::sagas::record(&mut tx, saga.order_id, self.worker, &recorded).await?;
         tx.commit().await?;
+        if let Some(order) = &entered {
+            self.metrics.order_entered(order);
+        }
         tracing::info!(order_id = %saga.order_id, state = state.as_str(), reason = ?held.cancel_reason, "saga finished");
         Ok(Finish::Finished(SagaRow {
             state,

@@ -157,6 +157,30 @@ async fn serve_without_an_issuer_refuses_to_start_unless_auth_is_disabled_explic
 }
 
 #[tokio::test]
+async fn a_trace_sampler_or_ratio_that_does_not_exist_stops_the_service_at_start() {
+    let db = fresh_database().await;
+    for (sampler, arg, expected) in [
+        ("sometimes", "", "OTEL_TRACES_SAMPLER=\"sometimes\""),
+        (
+            "parentbased_traceidratio",
+            "1.5",
+            "OTEL_TRACES_SAMPLER_ARG=\"1.5\"",
+        ),
+    ] {
+        let output = command(&["serve", "--addr", "127.0.0.1:0"], &db)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+            .env("OTEL_TRACES_SAMPLER", sampler)
+            .env("OTEL_TRACES_SAMPLER_ARG", arg)
+            .output()
+            .await
+            .expect("run");
+        assert!(!output.status.success(), "{sampler} {arg}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+#[tokio::test]
 async fn help_documents_every_flag_with_its_environment_variable() {
     let db = fresh_database().await;
     let output = command(&["serve", "--help"], &db)

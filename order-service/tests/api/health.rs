@@ -120,6 +120,34 @@ async fn metrics_count_requests_by_route_and_status() {
 }
 
 #[tokio::test]
+async fn metrics_count_orders_and_their_value_by_status_entered_and_currency() {
+    let app = spawn_app().await;
+    app.advance(&sample_order(), &["CONFIRMED"]).await;
+    app.advance(&sample_order(), &["CANCELLED"]).await;
+    // A replay of a create is the same order: not counted again.
+    let key = new_key();
+    for _ in 0..2 {
+        let replayed = app.post_order(&key, &sample_order()).await;
+        assert_eq!(replayed.status(), StatusCode::CREATED);
+    }
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let has = |needle: &str| text.lines().any(|l| l == needle);
+    for line in [
+        r#"order_service_orders_total{status="PENDING",currency="EUR"} 3"#,
+        r#"order_service_orders_total{status="CONFIRMED",currency="EUR"} 1"#,
+        r#"order_service_orders_total{status="CANCELLED",currency="EUR"} 1"#,
+        r#"order_service_order_value_minor_total{status="PENDING",currency="EUR"} 8970"#,
+        r#"order_service_order_value_minor_total{status="CONFIRMED",currency="EUR"} 2990"#,
+    ] {
+        assert!(has(line), "{line} in:\n{text}");
+    }
+    // /flowz without sinks: nothing to deliver, no saga stuck.
+    let flow: Value = app.get("/flowz").await.json().await.unwrap();
+    assert_eq!(flow["sinks"], serde_json::json!([]), "{flow}");
+    assert_eq!(flow["sagas_stuck"], 0, "{flow}");
+}
+
+#[tokio::test]
 async fn openapi_document_and_docs_page_are_served() {
     let app = spawn_app().await;
     let spec: Value = app.get("/openapi.json").await.json().await.unwrap();

@@ -715,6 +715,22 @@ async fn sagas_stuck_lists_what_is_not_moving_and_why() {
     let fresh = run("1h").await;
     assert_eq!(fresh.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&fresh.stdout).contains("no saga has been stuck"));
+
+    // /flowz and /metrics count it once it has been at its step past --saga-stuck-after (10m).
+    async fn flow(app: &crate::helpers::TestApp) -> serde_json::Value {
+        app.get("/flowz").await.json().await.expect("JSON")
+    }
+    assert_eq!(flow(&app).await["sagas_stuck"], 0);
+    sqlx::query("UPDATE sagas SET step_since = now() - interval '11 minutes' WHERE order_id = $1")
+        .bind(id.parse::<uuid::Uuid>().expect("uuid"))
+        .execute(&app.pool)
+        .await
+        .expect("age the saga's step");
+    let body = flow(&app).await;
+    assert_eq!(body["sagas_stuck"], 1, "{body}");
+    assert_eq!(body["saga_stuck_after_seconds"], 600, "{body}");
+    let metrics = app.get("/metrics").await.text().await.expect("text");
+    assert!(metrics.contains("order_service_sagas_stuck 1"), "{metrics}");
 }
 
 #[tokio::test]
