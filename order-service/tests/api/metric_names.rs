@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use promql_parser::parser::{self, Expr};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app_with, Options};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -180,7 +180,16 @@ async fn operator_metrics() -> String {
 
 #[tokio::test]
 async fn every_metric_a_dashboard_or_an_alert_queries_is_exported() {
-    let app = spawn_app().await;
+    // Configured with a read replica (one that does not answer: its gauges are registered
+    // all the same), so the replica's series are among those exported.
+    let app = spawn_app_with(Options {
+        extra_args: vec![
+            "--database-read-url".into(),
+            "postgres://postgres@127.0.0.1:1/orders".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
     let service = app.get("/metrics").await.text().await.expect("text");
     let operator = operator_metrics().await;
     let mut exported = exported(&service);
