@@ -154,7 +154,8 @@ if $reports; then
   # The same service and database, its reports (and lists) read from the replica's copy.
   replica_addr=${BENCH_REPLICA_ADDR:-127.0.0.1:18081}
   replica_log="$ROOT/target/bench/service-replica.log"
-  DATABASE_READ_URL="${ORDER_PLATFORM_REPLICA_URL%/*}/$bench_db" ORDER_SERVICE_LOG=warn \
+  # BENCH_REPLICA_URL: a replica of the bench database elsewhere (its own machine).
+  DATABASE_READ_URL="${BENCH_REPLICA_URL:-${ORDER_PLATFORM_REPLICA_URL%/*}/$bench_db}" ORDER_SERVICE_LOG=warn \
     "$bin" serve --addr "$replica_addr" --retention false --relay false --saga-workers false 2>"$replica_log" &
   replica_service=$!
   on_exit 'kill -TERM "$replica_service" 2>/dev/null && wait "$replica_service"'
