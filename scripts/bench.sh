@@ -15,6 +15,9 @@
 # a second service, reading its reports from the stack's read replica, is started on
 # BENCH_REPLICA_ADDR, and the bench runs creates alone, then with --report-clients (4) asking
 # the first service (reports from the primary) for reports, then the second (from the replica).
+# With --pin-cpus as well, the two sides get a CPU each, as if on machines of their own: the
+# primary's PostgreSQL, the first service and the bench on CPU 0; the replica's PostgreSQL and
+# the second service on CPU 1 (the stack's servers get every CPU back at the end).
 # --catalog (e.g. `make bench ARGS="--catalog"`) the service prices creates from a catalog the
 # bench serves on BENCH_CATALOG_ADDR (1,000 SKUs with Zipf-like popularity; --catalog-skus,
 # --zipf-exponent, --catalog-latency, --cold-duration): cold cache, then warm, then the same
@@ -111,10 +114,12 @@ log="$ROOT/target/bench/service.log"
 bench_args=()
 auth=false
 reports=false
+pin=false
 for arg in "$@"; do
   case $arg in
     --auth) auth=true ;;
     --reports) reports=true ;;
+    --pin-cpus) pin=true ;;
     *) bench_args+=("$arg") ;;
   esac
 done
@@ -169,4 +174,27 @@ if $reports; then
     { cat "$replica_log" >&2; echo "bench: the replica does not serve $bench_db" >&2; exit 1; }
   bench_args+=(--reports-primary-url "http://$addr" --reports-replica-url "http://$replica_addr")
 fi
-"$bin" bench --url "http://$addr" "${bench_args[@]}"
+bench_cmd=("$bin" bench --url "http://$addr" "${bench_args[@]}")
+if $pin; then
+  $reports || { echo "bench: --pin-cpus goes with --reports" >&2; exit 2; }
+  (($(nproc) >= 2)) || { echo "bench: --pin-cpus needs two CPUs" >&2; exit 2; }
+  ensure_commands taskset=util-linux
+  # pin_tree CPUS PID: the process, its threads and its children (PostgreSQL's backends fork
+  # from the postmaster, so the later ones inherit it too).
+  pin_tree() {
+    local child
+    taskset -a -p -c "$1" "$2" >/dev/null
+    for child in $(pgrep -P "$2"); do taskset -a -p -c "$1" "$child" >/dev/null; done
+  }
+  primary_pm=$(head -n 1 "$ROOT/target/stack/postgres/data/postmaster.pid")
+  replica_pm=$(head -n 1 "$ROOT/target/stack/replica/data/postmaster.pid")
+  all_cpus="0-$(($(nproc) - 1))"
+  on_exit 'pin_tree "$all_cpus" "$primary_pm"; pin_tree "$all_cpus" "$replica_pm"'
+  pin_tree 0 "$primary_pm"
+  pin_tree 0 "$service"
+  pin_tree 1 "$replica_pm"
+  pin_tree 1 "$replica_service"
+  say "pinned: primary, service and bench on CPU 0; replica and its service on CPU 1"
+  bench_cmd=(taskset -c 0 "${bench_cmd[@]}")
+fi
+"${bench_cmd[@]}"

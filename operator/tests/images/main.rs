@@ -299,11 +299,15 @@ impl Containerd {
             dir: tempdir::Dir(dir),
             process,
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // The tests' containerds start at once on two cores, beside a full build: a bound
+        // with room (it once took over 30 s under CI's load), and its log when it is exceeded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
         while !containerd.ctr_ok(&["version"]) {
             assert!(
                 std::time::Instant::now() < deadline,
-                "containerd did not answer in 30 s"
+                "containerd did not answer in 90 s; its log:\n{}",
+                std::fs::read_to_string(containerd.dir.0.join("containerd.log"))
+                    .unwrap_or_default()
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
