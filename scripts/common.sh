@@ -77,3 +77,59 @@ with_stack() {
   "$ROOT/scripts/stack.sh" up
   eval "$("$ROOT/scripts/stack.sh" env)"
 }
+
+# go_tool NAME VERSION MODULE_DIR PKG LDFLAGS build|path: a Go tool built with `go build` (cgo
+# off, `-trimpath -mod=readonly`) from the module pinned in MODULE_DIR (a tools module:
+# go.mod, go.sum; nothing vendored), cached as
+# ${XDG_CACHE_HOME:-$HOME/.cache}/order-platform/NAME-VERSION-<hash>/NAME, the hash taken over
+# go.mod, go.sum and the build flags. `build` builds it when missing (once, under a lock, when
+# several runs want it); `path` prints its path, building it first.
+go_tool() {
+  local name=$1 version=$2 module=$3 pkg=$4 ldflags=$5 cmd=${6:-} flags=(-trimpath -mod=readonly)
+  local hash dir bin
+  fail() {
+    printf '%s: %s\n' "$name" "$*" >&2
+    exit 1
+  }
+  [ -n "$version" ] || fail "no version pinned in $module/go.mod"
+  hash=$({
+    cat "$module/go.mod" "$module/go.sum"
+    printf 'pkg=%s\nflags=%s\nldflags=%s\ncgo=0\n' "$pkg" "${flags[*]}" "$ldflags"
+  } | sha256sum | cut -c1-16)
+  dir="${XDG_CACHE_HOME:-$HOME/.cache}/order-platform/$name-$version-$hash"
+  bin="$dir/$name"
+  case $cmd in
+    build | path) ;;
+    *)
+      echo "usage: $0 build|path" >&2
+      exit 2
+      ;;
+  esac
+  if [ ! -x "$bin" ]; then
+    if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+      export PATH="/usr/local/go/bin:$PATH"
+    fi
+    command -v go >/dev/null 2>&1 || fail "go not found: install Go (https://go.dev/dl/) and put it on PATH"
+    local have need
+    have=$(go env GOVERSION | sed -e 's/^go//' -e 's/[^0-9.].*//')
+    need=$(awk '$1 == "go" && NF == 2 { print $2 }' "$module/go.mod")
+    if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
+      fail "go $have is too old: ${module#"$ROOT"/}/go.mod needs go >= $need (https://go.dev/dl/)"
+    fi
+    mkdir -p "$dir"
+    exec 9>"$dir/.lock"
+    flock 9
+    if [ ! -x "$bin" ]; then
+      say "$name $version: building $pkg (${module#"$ROOT"/}) into $dir"
+      local start=$SECONDS tmp="$dir/.$name.tmp"
+      rm -f "$tmp"
+      (cd "$module" && GOTOOLCHAIN=local CGO_ENABLED=0 nice -n 10 go build "${flags[@]}" -ldflags "$ldflags" -o "$tmp" "$pkg") ||
+        fail "building $name failed"
+      mv -f "$tmp" "$bin"
+      say "$name: built in $((SECONDS - start)) s"
+    fi
+  fi
+  if [ "$cmd" = path ]; then
+    printf '%s\n' "$bin"
+  fi
+}

@@ -323,16 +323,7 @@ mod tests {
     #[test]
     fn the_catalog_ca_bundle_comes_from_its_config_map_key() {
         let catalog_ca = |platform: &OrderPlatform| {
-            deployment(platform)
-                .spec
-                .unwrap()
-                .template
-                .spec
-                .unwrap()
-                .containers[0]
-                .env
-                .clone()
-                .unwrap_or_default()
+            service_env(platform)
                 .into_iter()
                 .find(|e| e.name == "ORDER_SERVICE_CATALOG_CA_PEM")
         };
