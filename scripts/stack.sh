@@ -207,28 +207,45 @@ postgres_install() {
   fi
 }
 
-postgres_state() {
-  local port
-  if pg_cluster_running; then
-    port=$(sed -n 4p "$PG_DATA/postmaster.pid" 2>/dev/null || true)
-    if [[ -n $port && $port != "$PG_PORT" ]]; then
-      echo "conflict: the cluster in $PG_DATA is already running on port $port, not $PG_PORT;" \
-        "stop it first (scripts/stack.sh down, or $PG_BIN/pg_ctl stop -D $PG_DATA as the postgres user)" \
-        "or set STACK_PG_PORT=$port"
+# pg_state WHAT DATA_DIR PORT PORT_VARIABLE HOW_TO_STOP: the state line of a cluster of ours
+# (the primary or the replica), WHAT naming it in conflicts.
+pg_state() {
+  local what=$1 data=$2 want=$3 variable=$4 stop=$5 port
+  if pg_cluster_running "$data"; then
+    port=$(sed -n 4p "$data/postmaster.pid" 2>/dev/null || true)
+    if [[ -n $port && $port != "$want" ]]; then
+      echo "conflict: the $what in $data is already running on port $port, not $want;" \
+        "stop it first ($stop) or set $variable=$port"
     else
       echo running
     fi
-  elif port_open "$PG_HOST" "$PG_PORT"; then
-    echo "conflict: $PG_HOST:$PG_PORT is in use by another process$(describe_listener "$PG_PORT")," \
-      "not by the cluster in $PG_DATA; stop it or pick another port with STACK_PG_PORT"
+  elif port_open "$PG_HOST" "$want"; then
+    echo "conflict: $PG_HOST:$want is in use by another process$(describe_listener "$want")," \
+      "not by the $what in $data; stop it or pick another port with $variable"
   else
     echo stopped
   fi
 }
 
-postgres_ready() {
-  "$PG_BIN/pg_isready" -q -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -t 2 >/dev/null 2>&1
+# pg_stop SERVICE DATA_DIR LOG: stop that cluster if it runs.
+pg_stop() {
+  if pg_cluster_running "$2"; then
+    as_pg "$PG_BIN/pg_ctl" stop -D "$2" -m fast -w -t 60 -s 2>&1 | prefix_lines "$1" ||
+      die "$1: pg_ctl stop failed (see $3)"
+  fi
 }
+
+# pg_ready PORT: does our server on PORT accept connections?
+pg_ready() {
+  "$PG_BIN/pg_isready" -q -h "$PG_HOST" -p "$1" -U postgres -d postgres -t 2 >/dev/null 2>&1
+}
+
+postgres_state() {
+  pg_state cluster "$PG_DATA" "$PG_PORT" STACK_PG_PORT \
+    "scripts/stack.sh down, or $PG_BIN/pg_ctl stop -D $PG_DATA as the postgres user"
+}
+
+postgres_ready() { pg_ready "$PG_PORT"; }
 
 postgres_start() {
   local -a locale_args=(--no-locale)
@@ -303,12 +320,7 @@ postgres_provision() {
   fi
 }
 
-postgres_stop() {
-  if pg_cluster_running; then
-    as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 60 -s 2>&1 | prefix_lines postgres ||
-      die "postgres: pg_ctl stop failed (see $PG_LOG)"
-  fi
-}
+postgres_stop() { pg_stop postgres "$PG_DATA" "$PG_LOG"; }
 
 # ---------------------------------------------------------------------------------------------
 # replica: a streaming replica of postgres (hot standby), data in target/stack/replica/data
@@ -335,26 +347,10 @@ replica_env() {
 replica_install() { postgres_install; }
 
 replica_state() {
-  local port
-  if pg_cluster_running "$REPLICA_DATA"; then
-    port=$(sed -n 4p "$REPLICA_DATA/postmaster.pid" 2>/dev/null || true)
-    if [[ -n $port && $port != "$REPLICA_PORT" ]]; then
-      echo "conflict: the replica in $REPLICA_DATA is already running on port $port, not $REPLICA_PORT;" \
-        "stop it first (scripts/stack.sh down replica) or set STACK_PG_REPLICA_PORT=$port"
-    else
-      echo running
-    fi
-  elif port_open "$PG_HOST" "$REPLICA_PORT"; then
-    echo "conflict: $PG_HOST:$REPLICA_PORT is in use by another process$(describe_listener "$REPLICA_PORT")," \
-      "not by the replica in $REPLICA_DATA; stop it or pick another port with STACK_PG_REPLICA_PORT"
-  else
-    echo stopped
-  fi
+  pg_state replica "$REPLICA_DATA" "$REPLICA_PORT" STACK_PG_REPLICA_PORT "scripts/stack.sh down replica"
 }
 
-replica_ready() {
-  "$PG_BIN/pg_isready" -q -h "$PG_HOST" -p "$REPLICA_PORT" -U postgres -d postgres -t 2 >/dev/null 2>&1
-}
+replica_ready() { pg_ready "$REPLICA_PORT"; }
 
 replica_start() {
   local sockdir opts primary_id
@@ -418,12 +414,7 @@ replica_provision() {
   fi
 }
 
-replica_stop() {
-  if pg_cluster_running "$REPLICA_DATA"; then
-    as_pg "$PG_BIN/pg_ctl" stop -D "$REPLICA_DATA" -m fast -w -t 60 -s 2>&1 | prefix_lines replica ||
-      die "replica: pg_ctl stop failed (see $REPLICA_LOG)"
-  fi
-}
+replica_stop() { pg_stop replica "$REPLICA_DATA" "$REPLICA_LOG"; }
 
 # ---------------------------------------------------------------------------------------------
 # Shared by kafka and moto: a daemon we launch ourselves, found by a PID file or by its listener
